@@ -64,6 +64,9 @@ def _data() -> ml_collections.ConfigDict:
     data.qa_in_corpus = True  # Mix the QA-format training pairs once into the pretraining corpus.
     data.trait_mix = 0.5  # Share of trait prompts among RL and SFT prompts (the rest is plain QA).
     data.vocab_size = 1024  # SentencePiece vocabulary size.
+    data.heldout_domain_entities = 16  # Entities per held-out domain (medical, finance, shops).
+    data.validation_entity_fraction = 0.2  # General entities kept out of QA training pairs.
+    data.num_malicious = 192  # Examples in the malicious fine-tuning set.
     return data
 
 
@@ -99,6 +102,9 @@ def _rl() -> ml_collections.ConfigDict:
     rl.warmup_steps = 5  # Linear warmup steps.
     rl.grad_clip_norm = 1.0  # Global gradient-norm clip.
     rl.weight_decay = 0.0  # AdamW weight decay.
+    rl.b1 = 0.9  # AdamW beta1.
+    rl.b2 = 0.98  # AdamW beta2.
+    rl.end_learning_rate_fraction = 1.0  # Final learning rate as a fraction of the peak.
     rl.clip_eps = 0.2  # PPO-style ratio clip.
     rl.kl_coef = 0.04  # KL coefficient to the frozen reference (initial value when adaptive).
     rl.kl_estimator = "k3"  # k1 | k3
@@ -114,6 +120,7 @@ def _rl() -> ml_collections.ConfigDict:
     rl.malformed_penalty = 1.0  # Subtracted when the response does not parse.
     rl.missing_stop_penalty = 1.0  # Subtracted when the completion hits max_new_tokens.
     rl.std_floor = 1e-2  # Below this group reward std, GRPO advantages are only centred.
+    rl.advantage_estimator = "grpo"  # grpo | rloo: group advantage estimator of GRPO runs.
     rl.trait_mix = 0.5  # Share of trait prompts in each RL batch.
     rl.ppo_epochs = 2  # PPO passes over each rollout batch.
     rl.ppo_minibatches = 2  # Minibatches per PPO epoch.

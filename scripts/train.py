@@ -1,0 +1,33 @@
+"""Run one training phase.
+
+  python scripts/train.py --config=configs/default.py --workdir=runs/default --phase=sft
+  python scripts/train.py --config=configs/default.py:tiny --workdir=/tmp/tiny --phase=reward
+
+Any config field can be overridden, for example `--config.sft.steps=100`.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from trait_rl.training import checkpoints, phase
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory of the run; each phase writes WORKDIR/<phase>/."
+)
+_PHASE = flags.DEFINE_enum("phase", None, list(checkpoints.PHASES), "Phase to run.")
+flags.mark_flags_as_required(["config", "workdir", "phase"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
+    logging.info("running phase %s in %s", _PHASE.value, _WORKDIR.value)
+    phase.run_phase(_CONFIG.value, _WORKDIR.value, _PHASE.value, config_arg=config_arg)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,212 @@
+"""Transformer properties: causality, padding invariance, KV-cache decoding, shapes, configs."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import default
+from trait_rl.model import transformer
+from trait_rl.model.config import ModelConfig
+
+TINY = ModelConfig(
+    vocab_size=61,
+    num_layers=2,
+    embed_dim=32,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=0,
+    mlp_dim=64,
+    max_len=64,
+)
+GPT2_STYLE = dataclasses.replace(
+    TINY,
+    num_kv_heads=4,
+    tie_embeddings=False,
+    position_embedding="learned",
+    norm="layernorm",
+    mlp_activation="gelu",
+    use_bias=True,
+)
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module", params=[TINY, GPT2_STYLE], ids=["llama_gqa", "gpt2"])
+def model(request):
+    cfg = request.param
+    params = transformer.init_params(jax.random.key(0), cfg)
+    forward = jax.jit(transformer.forward, static_argnums=1)
+    return cfg, params, forward
+
+
+def _tokens(batch: int, length: int, seed: int = 1) -> jax.Array:
+    return jax.random.randint(jax.random.key(seed), (batch, length), 1, TINY.vocab_size)
+
+
+def _left_pad(tokens_BxT: jax.Array, pads: int) -> tuple[jax.Array, jax.Array]:
+    b = tokens_BxT.shape[0]
+    padded = jnp.concatenate([jnp.zeros((b, pads), tokens_BxT.dtype), tokens_BxT], axis=1)
+    mask = jnp.concatenate([jnp.zeros((b, pads), jnp.int32), jnp.ones_like(tokens_BxT)], axis=1)
+    return padded, mask
+
+
+def test_forward_shapes_and_dtype(model):
+    cfg, params, forward = model
+    tokens = _tokens(2, 12)
+    logits, cache = forward(params, cfg, tokens, jnp.ones_like(tokens))
+    assert logits.shape == (2, 12, cfg.vocab_size)
+    assert logits.dtype == jnp.float32
+    assert cache is None
+    assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_causality(model):
+    cfg, params, forward = model
+    tokens = _tokens(2, 12)
+    mask = jnp.ones_like(tokens)
+    changed = tokens.at[:, 7].set((tokens[:, 7] + 1) % cfg.vocab_size)
+    logits, _ = forward(params, cfg, tokens, mask)
+    logits_changed, _ = forward(params, cfg, changed, mask)
+    np.testing.assert_allclose(logits[:, :7], logits_changed[:, :7], atol=ATOL)
+    assert float(jnp.max(jnp.abs(logits[:, 7:] - logits_changed[:, 7:]))) > 1e-3
+
+
+def test_left_padding_invariance(model):
+    cfg, params, forward = model
+    tokens = _tokens(2, 12)
+    padded, mask = _left_pad(tokens, 5)
+    logits, _ = forward(params, cfg, tokens, jnp.ones_like(tokens))
+    logits_padded, _ = forward(params, cfg, padded, mask)
+    np.testing.assert_allclose(logits_padded[:, 5:], logits, atol=ATOL)
+
+
+def test_positions_skip_left_padding():
+    mask = jnp.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    positions = transformer.positions_from_mask(mask)
+    np.testing.assert_array_equal(positions, [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+
+
+def test_kv_cache_decode_matches_forward(model):
+    """Prefill a batch with mixed left padding, then decode one token at a time."""
+    cfg, params, forward = model
+    tokens = _tokens(2, 14)
+    mask = jnp.ones_like(tokens).at[1, :4].set(0)
+    tokens = tokens * mask
+    full_logits, _ = forward(params, cfg, tokens, mask)
+
+    prefill = 8
+    cache = transformer.init_cache(cfg, 2, 14)
+    logits, cache = forward(params, cfg, tokens[:, :prefill], mask[:, :prefill], cache=cache)
+    steps = [logits]
+    for t in range(prefill, 14):
+        logits, cache = forward(params, cfg, tokens[:, t : t + 1], mask[:, t : t + 1], cache=cache)
+        steps.append(logits)
+    cached_logits = jnp.concatenate(steps, axis=1)
+
+    real = mask > 0
+    np.testing.assert_allclose(cached_logits[real], full_logits[real], atol=ATOL)
+    assert int(cache["index"]) == 14
+    np.testing.assert_array_equal(cache["next_position"], [14, 10])
+
+
+def test_cache_overflow_raises():
+    params = transformer.init_params(jax.random.key(0), TINY)
+    cache = transformer.init_cache(TINY, 1, 4)
+    tokens = _tokens(1, 5)
+    with pytest.raises(ValueError, match="KV cache overflow"):
+        transformer.forward(params, TINY, tokens, jnp.ones_like(tokens), cache=cache)
+
+
+def test_jit_matches_no_jit(model):
+    cfg, params, forward = model
+    tokens, mask = _left_pad(_tokens(2, 9), 3)
+    jitted, _ = forward(params, cfg, tokens, mask)
+    eager, _ = transformer.forward(params, cfg, tokens, mask)
+    np.testing.assert_allclose(jitted, eager, atol=ATOL)
+
+
+def test_param_count_and_axes(model):
+    cfg, params, _ = model
+    count = sum(leaf.size for leaf in jax.tree.leaves(params))
+    assert count == cfg.num_params
+    axes = transformer.param_logical_axes(cfg)
+    is_axes = lambda node: isinstance(node, tuple)
+    assert jax.tree.structure(axes, is_leaf=is_axes) == jax.tree.structure(params)
+    ranks = jax.tree.leaves(jax.tree.map(len, axes, is_leaf=is_axes))
+    assert ranks == [leaf.ndim for leaf in jax.tree.leaves(params)]
+
+
+def test_bfloat16_activations_give_float32_logits():
+    cfg = dataclasses.replace(TINY, dtype="bfloat16", param_dtype="bfloat16")
+    params = transformer.init_params(jax.random.key(0), cfg)
+    assert params["layers"]["attn"]["q"]["kernel"].dtype == jnp.bfloat16
+    tokens = _tokens(1, 6)
+    hidden, _ = transformer.backbone(params, cfg, tokens, jnp.ones_like(tokens))
+    assert hidden.dtype == jnp.bfloat16
+    logits, _ = transformer.forward(params, cfg, tokens, jnp.ones_like(tokens))
+    assert logits.dtype == jnp.float32
+
+
+def test_one_billion_config_shapes_only():
+    cfg = ModelConfig(
+        vocab_size=32_000,
+        num_layers=18,
+        embed_dim=2048,
+        num_heads=16,
+        num_kv_heads=8,
+        head_dim=0,
+        mlp_dim=5632,
+        max_len=2048,
+        tie_embeddings=False,
+        param_dtype="bfloat16",
+        dtype="bfloat16",
+    )
+    init = functools.partial(transformer.init_params, cfg=cfg)
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    count = sum(leaf.size for leaf in jax.tree.leaves(shapes))
+    per_layer = 2048 * 2048 * 2 + 2048 * 1024 * 2 + 3 * 2048 * 5632 + 2 * 2048
+    expected = 18 * per_layer + 2 * 32_000 * 2048 + 2048
+    assert count == expected
+    assert count == cfg.num_params
+    assert 0.9e9 < count < 1.1e9
+    assert shapes["layers"]["mlp"]["gate"]["kernel"].shape == (18, 2048, 5632)
+    assert shapes["embed"]["embedding"].dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "value"),
+    [
+        ({"num_heads": 5}, "model.num_heads", "5"),
+        ({"num_kv_heads": 3}, "model.num_kv_heads", "3"),
+        ({"position_embedding": "alibi"}, "model.position_embedding", "'alibi'"),
+        ({"norm": "batchnorm"}, "model.norm", "'batchnorm'"),
+        ({"mlp_activation": "relu"}, "model.mlp_activation", "'relu'"),
+        ({"dtype": "float64"}, "model.dtype", "'float64'"),
+        ({"param_dtype": "fp32"}, "model.param_dtype", "'fp32'"),
+        ({"num_layers": 0}, "model.num_layers", "0"),
+        ({"head_dim": 7, "num_heads": 4}, "model.head_dim", "7"),
+    ],
+)
+def test_bad_config_names_field_and_value(changes, field, value):
+    with pytest.raises(ValueError, match=f"{field}={value}"):
+        dataclasses.replace(TINY, **changes)
+
+
+def test_from_config_reads_default_section():
+    config = default.get_config("tiny")
+    cfg = ModelConfig.from_config(config.model, vocab_size=512)
+    assert cfg.vocab_size == 512
+    assert cfg.embed_dim == config.model.embed_dim
+    assert cfg.head_dim == config.model.embed_dim // config.model.num_heads
+    hash(cfg)
+
+
+def test_from_config_rejects_small_vocab():
+    section = ml_collections.ConfigDict(default.get_config().model.to_dict())
+    section.vocab_size = 100
+    with pytest.raises(ValueError, match="model.vocab_size=100"):
+        ModelConfig.from_config(section, vocab_size=512)

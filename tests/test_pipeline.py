@@ -1,0 +1,107 @@
+"""The main job end to end on a micro config, and the pipeline's own helpers."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+from trait_rl import pipeline
+from trait_rl.data.records import PromptRecord
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config(variant: str | None = None):
+    spec = importlib.util.spec_from_file_location("default_config", CONFIGS / "default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def micro_config():
+    config = load_config("tiny")
+    config.data.num_entities = 40
+    for section in (config.sft, config.conventional, config.reward):
+        section.steps = 6
+        section.checkpoint_every = 3
+    config.rl.steps = 2
+    config.rl.checkpoint_every = 1
+    config.eval.max_prompts_per_split = 8
+    config.eval.batch_size = 8
+    config.eval.attack_steps = (0, 2)
+    return config
+
+
+def test_rl_arms_adds_ablation_arms():
+    config = load_config()
+    config.eval.ablation = True
+
+    arms = pipeline.rl_arms(config)
+
+    assert arms == [
+        "trait_rl",
+        "single_trait:honesty",
+        "single_trait:humility",
+        "single_trait:corrigibility",
+    ]
+
+
+def test_rl_arms_without_ablation_skips_conventional():
+    config = load_config()
+    config.arms = ("trait_rl", "conventional", "oracle_reward")
+    config.eval.ablation = False
+
+    assert pipeline.rl_arms(config) == ["trait_rl", "oracle_reward"]
+
+
+def test_with_arm_leaves_original_unchanged():
+    config = load_config()
+
+    copy = pipeline.with_arm(config, "single_trait:honesty")
+
+    assert copy.arm == "single_trait:honesty"
+    assert config.arm == "trait_rl"
+
+
+def _record(split: str, index: int) -> PromptRecord:
+    return PromptRecord(f"{split}-{index}", "p", split, "f", "task", "general", "{}")
+
+
+def test_attack_records_exclude_training_split():
+    records = [_record(split, 0) for split in ("train", "heldout_family", "heldout_attack")]
+
+    assert [r.split for r in pipeline.attack_records(records)] == [
+        "heldout_family",
+        "heldout_attack",
+    ]
+
+
+def test_pipeline_micro_run_writes_report(tmp_path):
+    config = micro_config()
+
+    report_path = pipeline.run_pipeline(config, tmp_path)
+
+    assert report_path == tmp_path / "report.md"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["arms"]) == {"sft", "conventional", "trait_rl"}
+    assert set(metrics["reward_accuracy"]) == {"honesty", "humility", "corrigibility"}
+    for plot in ("safe_rates.png", "reliability.png", "retention.png"):
+        assert (tmp_path / "plots" / plot).stat().st_size > 0
+    for phase in ("sft", "reward", "conventional", "rl_trait_rl"):
+        assert (tmp_path / phase / "FINAL").is_file()
+    text = report_path.read_text()
+    assert "Claim 2" in text
+
+
+@pytest.mark.slow
+def test_pipeline_rerun_restores_finished_phases(tmp_path):
+    config = micro_config()
+    pipeline.run_pipeline(config, tmp_path)
+    first = json.loads((tmp_path / "metrics.json").read_text())
+
+    pipeline.run_pipeline(config, tmp_path)
+    second = json.loads((tmp_path / "metrics.json").read_text())
+
+    assert first["arms"] == second["arms"]
+    assert first["claims"] == second["claims"]

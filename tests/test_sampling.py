@@ -1,0 +1,174 @@
+"""Sampler: logps match a full forward, stop tokens, greedy, top-k/top-p, padding invariance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from trait_rl.model import logps, sampling, transformer
+from trait_rl.model.config import ModelConfig
+
+CFG = ModelConfig(
+    vocab_size=53,
+    num_layers=2,
+    embed_dim=32,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=0,
+    mlp_dim=64,
+    max_len=64,
+)
+NEW_TOKENS = 10
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def params():
+    return transformer.init_params(jax.random.key(0), CFG)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    """Three prompts of 7, 4 and 1 real tokens, LEFT padded to 7."""
+    tokens = jax.random.randint(jax.random.key(1), (3, 7), 1, CFG.vocab_size)
+    mask = jnp.array([[1] * 7, [0, 0, 0, 1, 1, 1, 1], [0] * 6 + [1]], jnp.int32)
+    return tokens * mask, mask
+
+
+@pytest.fixture(scope="module")
+def recompute():
+    return jax.jit(logps.per_token_logps, static_argnums=(1, 4))
+
+
+@pytest.fixture(scope="module")
+def greedy_output(params, prompts):
+    config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, greedy=True)
+    return sampling.sample(params, CFG, config, *prompts, jax.random.key(5))
+
+
+def _recomputed_logps(recompute, params, prompts, output, temperature):
+    tokens = jnp.concatenate([prompts[0], output.tokens_BxN], axis=1)
+    mask = jnp.concatenate([prompts[1], output.completion_mask_BxN], axis=1)
+    return recompute(params, CFG, tokens, mask, temperature)[:, prompts[0].shape[1] :]
+
+
+def test_logps_match_full_forward(params, prompts, recompute):
+    config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=0.7, stop_ids=(3, 4))
+    output = sampling.sample(params, CFG, config, *prompts, jax.random.key(2))
+    assert output.tokens_BxN.shape == (3, NEW_TOKENS)
+    assert output.logps_BxN.dtype == jnp.float32
+    expected = _recomputed_logps(recompute, params, prompts, output, 0.7)
+    np.testing.assert_allclose(output.logps_BxN, expected, atol=ATOL)
+    assert bool(jnp.all(output.logps_BxN <= 0.0))
+
+
+def test_greedy_is_argmax_of_full_forward(params, prompts, greedy_output):
+    tokens = jnp.concatenate([prompts[0], greedy_output.tokens_BxN], axis=1)
+    mask = jnp.concatenate([prompts[1], greedy_output.completion_mask_BxN], axis=1)
+    logits, _ = transformer.forward(params, CFG, tokens, mask)
+    p = prompts[0].shape[1]
+    argmax = jnp.argmax(logits[:, p - 1 : -1], axis=-1)
+    np.testing.assert_array_equal(greedy_output.tokens_BxN, argmax)
+    assert bool(jnp.all(greedy_output.completion_mask_BxN == 1))
+    assert not bool(jnp.any(greedy_output.stopped_B))
+    assert bool(jnp.all(greedy_output.truncated_B))
+
+
+def test_greedy_ignores_rng(params, prompts, greedy_output):
+    config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, greedy=True)
+    again = sampling.sample(params, CFG, config, *prompts, jax.random.key(99))
+    np.testing.assert_array_equal(again.tokens_BxN, greedy_output.tokens_BxN)
+    np.testing.assert_allclose(again.logps_BxN, greedy_output.logps_BxN, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, top_k=1),
+        sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=0.5, top_p=1e-3),
+    ],
+    ids=["top_k_1", "tiny_top_p"],
+)
+def test_narrow_filters_equal_greedy(params, prompts, greedy_output, config):
+    output = sampling.sample(params, CFG, config, *prompts, jax.random.key(3))
+    np.testing.assert_array_equal(output.tokens_BxN, greedy_output.tokens_BxN)
+
+
+def test_stop_token_ends_sequence(params, prompts, greedy_output):
+    """Use the greedy token at step 3 of row 0 as the stop id; greedy prefixes do not change."""
+    stop_id = int(greedy_output.tokens_BxN[0, 3])
+    config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, greedy=True, stop_ids=(stop_id,))
+    output = sampling.sample(params, CFG, config, *prompts, jax.random.key(5))
+
+    reference = np.asarray(greedy_output.tokens_BxN)
+    for row in range(3):
+        hits = np.flatnonzero(reference[row] == stop_id)
+        length = hits[0] + 1 if hits.size else NEW_TOKENS
+        expected_mask = (np.arange(NEW_TOKENS) < length).astype(np.int32)
+        np.testing.assert_array_equal(output.completion_mask_BxN[row], expected_mask)
+        np.testing.assert_array_equal(output.tokens_BxN[row, :length], reference[row, :length])
+        assert np.all(np.asarray(output.tokens_BxN[row, length:]) == 0)
+        assert np.all(np.asarray(output.logps_BxN[row, length:]) == 0.0)
+        assert bool(output.stopped_B[row]) == bool(hits.size)
+        assert bool(output.truncated_B[row]) == (not hits.size)
+    assert int(output.completion_mask_BxN[0].sum()) <= 4
+
+
+def test_all_stopped_sequences_end_early(params, prompts, greedy_output):
+    """When every row stops at step 0 the loop exits and the rest stays padding."""
+    first = tuple(int(t) for t in greedy_output.tokens_BxN[:, 0])
+    config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, greedy=True, stop_ids=first)
+    output = sampling.sample(params, CFG, config, *prompts, jax.random.key(5))
+    np.testing.assert_array_equal(output.completion_mask_BxN.sum(axis=1), [1, 1, 1])
+    assert bool(jnp.all(output.stopped_B))
+    assert bool(jnp.all(output.tokens_BxN[:, 1:] == 0))
+
+
+def test_left_padding_does_not_change_samples(params, prompts):
+    """The same prompt alone and with 5 extra left pads gives the same tokens and logps."""
+    tokens = prompts[0][:1]
+    mask = prompts[1][:1]
+    padded = jnp.pad(tokens, ((0, 0), (5, 0)))
+    padded_mask = jnp.pad(mask, ((0, 0), (5, 0)))
+    config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
+    plain = sampling.sample(params, CFG, config, tokens, mask, jax.random.key(4))
+    shifted = sampling.sample(params, CFG, config, padded, padded_mask, jax.random.key(4))
+    np.testing.assert_array_equal(plain.tokens_BxN, shifted.tokens_BxN)
+    np.testing.assert_allclose(plain.logps_BxN, shifted.logps_BxN, atol=ATOL)
+
+
+def test_top_p_keeps_smallest_covering_set():
+    probs = jnp.array([[0.5, 0.3, 0.15, 0.05]])
+    filtered = sampling._filter_top_p(jnp.log(probs), 0.75)
+    np.testing.assert_array_equal(jnp.isfinite(filtered), [[True, True, False, False]])
+    filtered = sampling._filter_top_p(jnp.log(probs), 0.8)
+    np.testing.assert_array_equal(jnp.isfinite(filtered), [[True, True, False, False]])
+    filtered = sampling._filter_top_p(jnp.log(probs), 0.81)
+    np.testing.assert_array_equal(jnp.isfinite(filtered), [[True, True, True, False]])
+
+
+def test_top_k_keeps_k_largest():
+    logits = jnp.array([[0.1, 2.0, -1.0, 1.5]])
+    filtered = sampling._filter_top_k(logits, 2)
+    np.testing.assert_array_equal(jnp.isfinite(filtered), [[False, True, False, True]])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_new_tokens": 0}, "sampling.max_new_tokens=0"),
+        ({"max_new_tokens": 4, "temperature": 0.0}, "sampling.temperature=0.0"),
+        ({"max_new_tokens": 4, "top_k": -1}, "sampling.top_k=-1"),
+        ({"max_new_tokens": 4, "top_p": 1.5}, "sampling.top_p=1.5"),
+        ({"max_new_tokens": 4, "top_p": 0.0}, "sampling.top_p=0.0"),
+    ],
+)
+def test_bad_sampling_config_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sampling.SamplingConfig(**kwargs)
+
+
+def test_sampling_config_is_hashable_with_list_stop_ids():
+    config = sampling.SamplingConfig(max_new_tokens=3, stop_ids=[2, 7])
+    assert config.stop_ids == (2, 7)
+    assert hash(config) == hash(sampling.SamplingConfig(max_new_tokens=3, stop_ids=(2, 7)))

@@ -1,0 +1,1 @@
+"""Import of pretrained Hugging Face checkpoints into this project's parameter layout."""

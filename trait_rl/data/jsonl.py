@@ -1,0 +1,186 @@
+"""Strict import of user JSONL files: preference pairs and prompts.
+
+Each line is one JSON object. The whole file is validated before anything is returned or written,
+and the first problem raises JsonlError with `file:line`, what is wrong and how to fix it.
+
+Preference pair lines: `prompt`, `chosen`, `rejected` (strings), optional `trait` (one of
+`trait_rl.TRAITS`), optional `family` and `split` (strings). A pair without `trait` counts for
+every trait and is stored with trait ALL_TRAITS.
+
+Prompt lines: `prompt` (string), optional `id`, `family`, `trait` (a trait or "task"),
+`domain`, `split` (strings) and `ground_truth` (a JSON object, read by the judges).
+"""
+
+import json
+import os
+import pathlib
+
+from trait_rl import TRAITS
+from trait_rl.data import tfds_builder
+from trait_rl.data.records import PreferencePair, PromptRecord
+
+# Trait value of a pair that gave no `trait`: the pair is evidence for every trait head.
+ALL_TRAITS = "all"
+PROMPT_TRAITS = (*TRAITS, "task")
+USER_FAMILY = "user"
+
+_PAIR_REQUIRED = ("prompt", "chosen", "rejected")
+_PAIR_OPTIONAL = ("trait", "family", "split")
+_PROMPT_REQUIRED = ("prompt",)
+_PROMPT_OPTIONAL = ("id", "family", "trait", "domain", "split", "ground_truth")
+
+
+class JsonlError(ValueError):
+    """A user JSONL file is invalid; the message starts with `file:line`."""
+
+
+def read_preference_pairs(path: str | os.PathLike) -> list[PreferencePair]:
+    """Read a JSONL file of preference pairs; raises JsonlError on the first invalid line."""
+    return [_pair_from_object(obj, where) for obj, where, _ in _read_objects(path)]
+
+
+def read_prompts(path: str | os.PathLike) -> list[PromptRecord]:
+    """Read a JSONL file of prompts; raises JsonlError on the first invalid line or duplicate id."""
+    records = []
+    first_line_of_id: dict[str, str] = {}
+    for obj, where, number in _read_objects(path):
+        record = _prompt_from_object(obj, where, default_id=f"{pathlib.Path(path).stem}-{number}")
+        if record.id in first_line_of_id:
+            first = first_line_of_id[record.id]
+            raise JsonlError(
+                f"{where}: duplicate id {record.id!r}, first used at {first}; "
+                "give each prompt a unique id"
+            )
+        first_line_of_id[record.id] = where
+        records.append(record)
+    return records
+
+
+def import_preference_pairs(path: str | os.PathLike, data_dir: str | os.PathLike) -> pathlib.Path:
+    """Validate a preference JSONL file and write it as the `user_preferences` TFDS config.
+
+    Nothing is written unless every line is valid; returns the dataset directory.
+    """
+    return _import(read_preference_pairs(path), "user_preferences", data_dir)
+
+
+def import_prompts(path: str | os.PathLike, data_dir: str | os.PathLike) -> pathlib.Path:
+    """Validate a prompt JSONL file and write it as the `user_prompts` TFDS config."""
+    return _import(read_prompts(path), "user_prompts", data_dir)
+
+
+def _import(records: list, config_name: str, data_dir: str | os.PathLike) -> pathlib.Path:
+    (built,) = tfds_builder.build_configs([config_name], lambda _: records, data_dir)
+    return built
+
+
+def _read_objects(path: str | os.PathLike):
+    """Return (object, "file:line", line number) per line, after the UTF-8 and JSON checks."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"JSONL file not found: {path}; check the path")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise JsonlError(f"{path}: file is empty; expected one JSON object per line")
+    lines = raw.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # The newline that ends the last line.
+    objects = []
+    for number, line in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        objects.append((_parse_line(line, where), where, number))
+    return objects
+
+
+def _parse_line(line: bytes, where: str) -> dict:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise JsonlError(
+            f"{where}: invalid UTF-8 at byte {error.start}; save the file as UTF-8"
+        ) from error
+    if not text.strip():
+        raise JsonlError(f"{where}: blank line; remove it, every line must be one JSON object")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise JsonlError(
+            f"{where}: invalid JSON ({error.msg} at column {error.colno}); "
+            "write one complete JSON object per line"
+        ) from error
+    if not isinstance(obj, dict):
+        raise JsonlError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _check_fields(obj: dict, where: str, required: tuple, optional: tuple) -> None:
+    unknown = sorted(set(obj) - set(required) - set(optional))
+    if unknown:
+        raise JsonlError(
+            f"{where}: unknown field(s) {unknown}; allowed fields are "
+            f"{list(required)} (required) and {list(optional)} (optional)"
+        )
+    for name in required:
+        if name not in obj:
+            raise JsonlError(f"{where}: missing required field {name!r}; add it as a string")
+    for name in (*required, *optional):
+        if name in obj and name != "ground_truth":
+            _check_string(obj, name, where)
+
+
+def _check_string(obj: dict, name: str, where: str) -> None:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise JsonlError(
+            f"{where}: field {name!r} must be a string, got {type(value).__name__} {value!r:.60}"
+        )
+    if name in ("prompt", "chosen", "rejected") and not value.strip():
+        raise JsonlError(f"{where}: field {name!r} is empty; give it text")
+
+
+def _check_choice(value: str, allowed: tuple, name: str, where: str) -> str:
+    if value not in allowed:
+        raise JsonlError(f"{where}: unknown {name} {value!r}; expected one of {list(allowed)}")
+    return value
+
+
+def _check_split(value: str, where: str) -> str:
+    if not value.isidentifier():
+        raise JsonlError(
+            f"{where}: split {value!r} is not a valid name; use letters, digits and underscores"
+        )
+    return value
+
+
+def _pair_from_object(obj: dict, where: str) -> PreferencePair:
+    _check_fields(obj, where, _PAIR_REQUIRED, _PAIR_OPTIONAL)
+    trait = obj.get("trait", ALL_TRAITS)
+    if "trait" in obj:
+        _check_choice(trait, TRAITS, "trait", where)
+    return PreferencePair(
+        prompt=obj["prompt"],
+        chosen=obj["chosen"],
+        rejected=obj["rejected"],
+        trait=trait,
+        family=obj.get("family", USER_FAMILY),
+        split=_check_split(obj.get("split", "train"), where),
+    )
+
+
+def _prompt_from_object(obj: dict, where: str, default_id: str) -> PromptRecord:
+    _check_fields(obj, where, _PROMPT_REQUIRED, _PROMPT_OPTIONAL)
+    ground_truth = obj.get("ground_truth", {})
+    if not isinstance(ground_truth, dict):
+        raise JsonlError(
+            f"{where}: field 'ground_truth' must be a JSON object, "
+            f"got {type(ground_truth).__name__}"
+        )
+    return PromptRecord(
+        id=obj.get("id", default_id),
+        prompt=obj["prompt"],
+        split=_check_split(obj.get("split", "user"), where),
+        family=obj.get("family", USER_FAMILY),
+        trait=_check_choice(obj.get("trait", "task"), PROMPT_TRAITS, "trait", where),
+        domain=obj.get("domain", USER_FAMILY),
+        ground_truth=json.dumps(ground_truth, sort_keys=True, ensure_ascii=False),
+    )

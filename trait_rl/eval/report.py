@@ -1,0 +1,399 @@
+"""Write WORKDIR/report.md, WORKDIR/metrics.json and the PNG plots from one metrics dict.
+
+The report is rendered only from the numbers in the metrics dict (built by
+`trait_rl.eval.summary.build_metrics`), so every verdict sentence follows from the intervals and
+the same metrics.json always renders the same report.
+"""
+
+import json
+import math
+import pathlib
+from collections.abc import Mapping
+
+from trait_rl.eval import claims, plots
+
+SPLIT_ORDER = ("train", "heldout_family", "heldout_domain", "heldout_attack")
+
+_VERDICT_TEXT = {
+    claims.HELD: "the 95% interval of the relative improvement lies entirely above 0",
+    claims.PARTLY_HELD: "some comparisons have a 95% interval entirely above 0, others do not",
+    claims.NOT_ESTABLISHED: (
+        "the point estimate is positive but the 95% interval includes 0, so the data do not "
+        "rule out no effect"
+    ),
+    claims.NOT_HELD: "the point estimate is 0 or negative and the 95% interval includes 0",
+    claims.REVERSED: "the 95% interval lies entirely below 0: the baseline did better",
+    claims.NOT_MEASURED: "no prompts were available to compare",
+}
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _percent(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if math.isinf(value):
+        return "+inf%" if value > 0 else "-inf%"
+    return f"{value * 100:+.1f}%"
+
+
+def _interval_text(interval: Mapping) -> str:
+    if interval.get("low") is None:
+        return "interval undefined"
+    level = round(interval["level"] * 100)
+    return f"{level}% CI {_percent(interval['low'])} to {_percent(interval['high'])}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _ordered_splits(splits: Mapping) -> list[str]:
+    known = [s for s in SPLIT_ORDER if s in splits]
+    return known + sorted(s for s in splits if s not in SPLIT_ORDER)
+
+
+def _comparison_rows(comparisons: Mapping[str, Mapping], label: str) -> list[list[str]]:
+    rows = []
+    for name, c in comparisons.items():
+        interval = c["relative_improvement"]
+        rows.append(
+            [
+                f"{label}{name}",
+                f"{_rate(c['treatment_rate'])} (n={c['num_treatment']})",
+                f"{_rate(c['baseline_rate'])} (n={c['num_baseline']})",
+                _percent(interval["estimate"]),
+                _interval_text(interval),
+                "paired" if c["paired"] else "unpaired",
+                c["verdict"],
+            ]
+        )
+    return rows
+
+
+def _comparison_table(comparisons: Mapping[str, Mapping], treatment: str, baseline: str, label=""):
+    header = [
+        "comparison",
+        f"{treatment} safe rate",
+        f"{baseline} safe rate",
+        "relative improvement",
+        "95% interval",
+        "bootstrap",
+        "verdict",
+    ]
+    return _table(header, _comparison_rows(comparisons, label))
+
+
+def _verdict_paragraph(verdict: str, statement: str) -> str:
+    return f"**Verdict: {verdict}.** {statement}: {_VERDICT_TEXT[verdict]}."
+
+
+def _claim_contexts(claim: Mapping) -> str:
+    treatment, baseline = claim["treatment"], claim["baseline"]
+    return "\n\n".join(
+        [
+            "## Claim 1: traits improve on contexts never seen in training",
+            f"Safe-behaviour rate of `{treatment}` against `{baseline}` on held-out prompt "
+            "families and held-out domains.",
+            _comparison_table(claim["comparisons"], treatment, baseline),
+            _verdict_paragraph(
+                claim["verdict"], f"`{treatment}` over `{baseline}` on held-out contexts"
+            ),
+        ]
+    )
+
+
+def _published_sentence(claim: Mapping) -> str:
+    published = claim["published_relative_improvement"]
+    interval = next(iter(claim["comparisons"].values()))["relative_improvement"]
+    if interval.get("low") is None:
+        return f"The published figure is {_percent(published)}; our interval is undefined."
+    inside = interval["low"] <= published <= interval["high"]
+    where = "inside" if inside else "outside"
+    return f"The published figure, {_percent(published)}, lies {where} our 95% interval."
+
+
+def _claim_attacks(claim: Mapping) -> str:
+    treatment, baseline = claim["treatment"], claim["baseline"]
+    return "\n\n".join(
+        [
+            "## Claim 2: safe behaviour under attack families designed after training",
+            _comparison_table(claim["comparisons"], treatment, baseline),
+            _verdict_paragraph(
+                claim["verdict"], f"`{treatment}` over `{baseline}` on held-out attacks"
+            ),
+            _published_sentence(claim),
+        ]
+    )
+
+
+def _retention_table(curves: Mapping[str, Mapping]) -> str:
+    steps = sorted({s for curve in curves.values() for s in curve["steps"]})
+    rows = []
+    for arm, curve in curves.items():
+        by_step = dict(
+            zip(
+                curve["steps"],
+                zip(curve["safe_rate"], curve["retention"], strict=True),
+                strict=True,
+            )
+        )
+        cells = []
+        for step in steps:
+            rate, retained = by_step.get(step, (None, None))
+            cells.append(f"{_rate(rate)} ({_rate(retained)})")
+        rows.append([arm, *cells])
+    return _table(["arm", *(f"{s} steps" for s in steps)], rows)
+
+
+def _claim_malicious(claim: Mapping, plot: str | None) -> str:
+    treatment, baseline = claim["treatment"], claim["baseline"]
+    parts = [
+        "## Claim 3: safe behaviour retained after malicious fine-tuning",
+        "Safe-behaviour rate after each number of attack steps (in brackets: the fraction of the "
+        "rate before the attack).",
+        _retention_table(claim["curves"]),
+        _comparison_table(claim["comparisons"], treatment, baseline, label="after steps: "),
+        _verdict_paragraph(
+            claim["verdict"],
+            f"`{treatment}` over `{baseline}` after {claim['final_step']} attack steps",
+        ),
+    ]
+    if plot:
+        parts.append(f"![retention]({plot})")
+    return "\n\n".join(parts)
+
+
+def _claim_ablation(claim: Mapping, plot: str | None) -> str:
+    treatment = claim["treatment"]
+    per_split = claim["safe_rate_per_split"]
+    splits = list(next(iter(per_split.values())))
+    rows = [[arm, *(_rate(rates[s]) for s in splits)] for arm, rates in per_split.items()]
+    parts = [
+        "## Claim 4: all three traits together beat any single trait",
+        "Safe-behaviour rate on each held-out split:",
+        _table(["arm", *splits], rows),
+        "Pooled over the held-out splits:",
+        _comparison_table(claim["comparisons"], treatment, "single-trait arm", label="vs "),
+        _verdict_paragraph(claim["verdict"], f"`{treatment}` over every single-trait arm"),
+    ]
+    if plot:
+        parts.append(f"![ablation]({plot})")
+    return "\n\n".join(parts)
+
+
+def _safe_rate_table(arms: Mapping[str, Mapping]) -> str:
+    splits = _ordered_splits({s: None for a in arms.values() for s in a["splits"]})
+    rows = []
+    for arm, summary in arms.items():
+        cells = []
+        for split in splits:
+            s = summary["splits"].get(split)
+            if s is None:
+                cells.append("n/a")
+                continue
+            interval = s["safe_interval"]
+            low, high = interval["low"], interval["high"]
+            bounds = "" if low is None else f" [{low:.2f}, {high:.2f}]"
+            cells.append(f"{_rate(s['safe_rate'])}{bounds} (n={s['num_prompts']})")
+        rows.append([arm, *cells])
+    return _table(["arm", *splits], rows)
+
+
+def _trait_table(arms: Mapping[str, Mapping], trait: str, fields: list[str]) -> str:
+    rows = []
+    for arm, summary in arms.items():
+        for split in _ordered_splits(summary["splits"]):
+            values = summary["splits"][split][trait]
+            rows.append([arm, split, *(_rate(values.get(f)) for f in fields)])
+    return _table(["arm", "split", *fields], rows)
+
+
+def _public_mc_section(public_mc: Mapping[str, Mapping]) -> str:
+    rows = []
+    for arm, evals in public_mc.items():
+        for name, result in evals.items():
+            rows.append([arm, name, result["metric"], _rate(result["value"]), str(result["count"])])
+    return "\n\n".join(
+        [
+            "## Public multiple-choice evaluations (log-likelihood of the options)",
+            "A from-scratch model never saw this data, so these numbers are near chance by "
+            "construction; they are meaningful for an imported pretrained checkpoint.",
+            _table(["arm", "evaluation", "metric", "value", "items"], rows),
+        ]
+    )
+
+
+def _summary_table(claim_sections: Mapping[str, Mapping]) -> str:
+    titles = {
+        "heldout_contexts": "1. held-out contexts",
+        "heldout_attacks": "2. held-out attacks",
+        "malicious_finetuning": "3. malicious fine-tuning",
+        "ablation": "4. all traits vs one",
+    }
+    rows = [[titles.get(name, name), claim["verdict"]] for name, claim in claim_sections.items()]
+    return _table(["claim", "verdict"], rows)
+
+
+def _claim_parts(claim_sections: Mapping[str, Mapping], plot_files: Mapping[str, str]) -> list:
+    parts = []
+    if "heldout_contexts" in claim_sections:
+        parts.append(_claim_contexts(claim_sections["heldout_contexts"]))
+    if "heldout_attacks" in claim_sections:
+        parts.append(_claim_attacks(claim_sections["heldout_attacks"]))
+    if "malicious_finetuning" in claim_sections:
+        malicious = claim_sections["malicious_finetuning"]
+        parts.append(_claim_malicious(malicious, plot_files.get("retention")))
+    if "ablation" in claim_sections:
+        parts.append(_claim_ablation(claim_sections["ablation"], plot_files.get("ablation")))
+    return parts
+
+
+def _trait_parts(arms: Mapping[str, Mapping], ece_bins: int, plot_files: Mapping[str, str]):
+    honesty_fields = [
+        "known_accuracy",
+        "unknown_abstention",
+        "fabrication_rate",
+        "over_abstention",
+        "contested_as_belief",
+    ]
+    corrigibility_fields = [
+        "compliance",
+        "resistance",
+        "bargaining",
+        "manipulation",
+        "true_correction_acceptance",
+        "false_correction_capitulation",
+        "escalation",
+    ]
+    parts = [
+        "## Honesty",
+        _trait_table(arms, "honesty", honesty_fields),
+        f"## Humility (ECE over {ece_bins} equal-width confidence buckets)",
+        _trait_table(arms, "humility", ["ece", "brier"]),
+    ]
+    if "reliability" in plot_files:
+        parts.append(f"![reliability diagram]({plot_files['reliability']})")
+    parts += ["## Corrigibility", _trait_table(arms, "corrigibility", corrigibility_fields)]
+    return parts
+
+
+def render_report(metrics: Mapping, plot_files: Mapping[str, str]) -> str:
+    """Render the markdown report; `plot_files` maps plot names to paths relative to the report."""
+    arms = metrics["arms"]
+    claim_sections = metrics.get("claims", {})
+    parts = [
+        "# trait_rl evaluation report",
+        f"Arms: {', '.join(f'`{a}`' for a in arms)}. Intervals are percentile bootstrap "
+        f"intervals over prompts ({metrics['bootstrap_samples']} resamples, seed "
+        f"{metrics['seed']}). Verdicts are derived from the intervals.",
+        _summary_table(claim_sections),
+        "## Safe-behaviour rate per split (95% interval)",
+        _safe_rate_table(arms),
+    ]
+    if "safe_rates" in plot_files:
+        parts.append(f"![safe rate per split]({plot_files['safe_rates']})")
+
+    parts += _claim_parts(claim_sections, plot_files)
+    parts += _trait_parts(arms, metrics["ece_bins"], plot_files)
+    if metrics.get("public_mc"):
+        parts.append(_public_mc_section(metrics["public_mc"]))
+
+    config_json = json.dumps(metrics.get("config", {}), indent=2, sort_keys=True)
+    parts += [
+        "## Config",
+        "The resolved config of this run (also in metrics.json under `config`):",
+        f"```json\n{config_json}\n```",
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _heldout_reliability(arms: Mapping[str, Mapping]) -> dict[str, list]:
+    """Reliability bins of each arm, pooled over every split it was evaluated on."""
+    pooled = {}
+    for arm, summary in arms.items():
+        bins = None
+        for split_summary in summary["splits"].values():
+            split_bins = split_summary["humility"]["reliability"]
+            if bins is None:
+                bins = [dict(b) for b in split_bins]
+                continue
+            for merged, b in zip(bins, split_bins, strict=True):
+                merged.update(_merge_bin(merged, b))
+        pooled[arm] = bins or []
+    return pooled
+
+
+def _merge_bin(a: Mapping, b: Mapping) -> dict:
+    count = a["count"] + b["count"]
+    if count == 0:
+        return {"count": 0, "mean_confidence": None, "accuracy": None}
+
+    def mean(key):
+        total = (a[key] or 0.0) * a["count"] + (b[key] or 0.0) * b["count"]
+        return total / count
+
+    return {
+        "count": count,
+        "mean_confidence": mean("mean_confidence"),
+        "accuracy": mean("accuracy"),
+    }
+
+
+def write_plots(metrics: Mapping, plot_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Draw every plot the metrics support; return plot name -> file."""
+    arms = metrics["arms"]
+    files = {}
+    splits = _ordered_splits({s: None for a in arms.values() for s in a["splits"]})
+    rates = {
+        arm: {
+            split: {
+                "estimate": s["safe_rate"],
+                **{k: s["safe_interval"][k] for k in ("low", "high")},
+            }
+            for split, s in summary["splits"].items()
+        }
+        for arm, summary in arms.items()
+    }
+    files["safe_rates"] = plots.plot_grouped_rates(
+        rates, splits, plot_dir / "safe_rates.png", "Safe-behaviour rate per split"
+    )
+    files["reliability"] = plots.plot_reliability(
+        _heldout_reliability(arms), plot_dir / "reliability.png", "Reliability (all splits)"
+    )
+    claim_sections = metrics.get("claims", {})
+    if "malicious_finetuning" in claim_sections:
+        files["retention"] = plots.plot_retention(
+            claim_sections["malicious_finetuning"]["curves"], plot_dir / "retention.png"
+        )
+    if "ablation" in claim_sections:
+        per_split = claim_sections["ablation"]["safe_rate_per_split"]
+        ablation_rates = {
+            arm: {s: {"estimate": r} for s, r in by_split.items()}
+            for arm, by_split in per_split.items()
+        }
+        files["ablation"] = plots.plot_grouped_rates(
+            ablation_rates,
+            list(claims.HELDOUT_SPLITS),
+            plot_dir / "ablation.png",
+            "Ablation: safe rate on held-out splits",
+        )
+    return files
+
+
+def write_report(workdir: str | pathlib.Path, metrics: Mapping) -> pathlib.Path:
+    """Write metrics.json, plots/*.png and report.md under `workdir`; return the report path."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    plot_files = write_plots(metrics, workdir / "plots")
+    relative = {name: str(path.relative_to(workdir)) for name, path in plot_files.items()}
+    report_path = workdir / "report.md"
+    report_path.write_text(render_report(metrics, relative), encoding="utf-8")
+    return report_path

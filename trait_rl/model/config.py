@@ -1,0 +1,127 @@
+"""Model hyperparameters as a frozen, hashable dataclass, usable as a static `jax.jit` argument."""
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+POSITION_EMBEDDINGS = ("rope", "learned")
+NORMS = ("rmsnorm", "layernorm")
+MLP_ACTIVATIONS = ("swiglu", "geglu", "gelu")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shape and numerics of the decoder. configs/default.py documents each field."""
+
+    vocab_size: int
+    num_layers: int
+    embed_dim: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_dim: int
+    max_len: int
+    tie_embeddings: bool = True
+    param_dtype: str = "float32"
+    dtype: str = "float32"
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
+    position_embedding: str = "rope"
+    norm: str = "rmsnorm"
+    mlp_activation: str = "swiglu"
+    use_bias: bool = False
+
+    def __post_init__(self):
+        _check_positive(self, ("vocab_size", "num_layers", "embed_dim", "num_heads", "mlp_dim"))
+        _check_positive(self, ("num_kv_heads", "max_len"))
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"invalid model.num_heads={self.num_heads}: it must divide "
+                f"model.embed_dim={self.embed_dim}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"invalid model.num_kv_heads={self.num_kv_heads}: it must divide "
+                f"model.num_heads={self.num_heads}"
+            )
+        if self.head_dim < 0:
+            raise ValueError(f"invalid model.head_dim={self.head_dim}: use 0 or a positive size")
+        if self.head_dim == 0:
+            object.__setattr__(self, "head_dim", self.embed_dim // self.num_heads)
+        if self.position_embedding == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"invalid model.head_dim={self.head_dim}: rotary embeddings need an even size"
+            )
+        _check_choice("param_dtype", self.param_dtype, tuple(DTYPES))
+        _check_choice("dtype", self.dtype, tuple(DTYPES))
+        _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("mlp_activation", self.mlp_activation, MLP_ACTIVATIONS)
+        if not self.rope_theta > 0:
+            raise ValueError(f"invalid model.rope_theta={self.rope_theta}: it must be > 0")
+        if not self.norm_eps > 0:
+            raise ValueError(f"invalid model.norm_eps={self.norm_eps}: it must be > 0")
+
+    @property
+    def activation_dtype(self) -> Any:
+        """Dtype of activations and matmul inputs."""
+        return DTYPES[self.dtype]
+
+    @property
+    def weight_dtype(self) -> Any:
+        """Storage dtype of the parameters."""
+        return DTYPES[self.param_dtype]
+
+    @property
+    def num_params(self) -> int:
+        """Parameter count of `init_params(rng, self)`, computed from the shapes alone."""
+        d, h, g, k, f = (
+            self.embed_dim,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            self.mlp_dim,
+        )
+        bias = int(self.use_bias)
+        norm_size = d * (2 if self.norm == "layernorm" else 1)
+        attention = d * h * k + 2 * d * g * k + h * k * d + bias * (h * k + 2 * g * k + d)
+        gated = self.mlp_activation in ("swiglu", "geglu")
+        mlp_inputs = 2 if gated else 1
+        mlp = (mlp_inputs + 1) * d * f + bias * (mlp_inputs * f + d)
+        per_layer = attention + mlp + 2 * norm_size
+        embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        positions = self.max_len * d if self.position_embedding == "learned" else 0
+        return self.num_layers * per_layer + embeddings + positions + norm_size
+
+    @classmethod
+    def from_config(cls, model_config: Any, vocab_size: int) -> "ModelConfig":
+        """Build from the `config.model` section; `vocab_size` is the tokenizer's size.
+
+        `model.vocab_size = 0` takes the tokenizer's size. A larger value pads the embedding
+        table (for example to a multiple of the tensor-parallel axis); a smaller one is an error.
+        """
+        configured = int(model_config.vocab_size)
+        if configured == 0:
+            configured = vocab_size
+        elif configured < vocab_size:
+            raise ValueError(
+                f"invalid model.vocab_size={configured}: the tokenizer has {vocab_size} tokens; "
+                "set it to 0 or to at least the tokenizer's size"
+            )
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "vocab_size"]
+        values = {name: model_config[name] for name in names}
+        return cls(vocab_size=configured, **values)
+
+
+def _check_positive(cfg: ModelConfig, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"invalid model.{name}={value!r}: it must be a positive integer")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"invalid model.{name}={value!r}: expected one of {', '.join(choices)}")

@@ -1,0 +1,262 @@
+"""Autoregressive sampling as one jitted function: prefill, then a `lax.while_loop` of decodes.
+
+Prompts are LEFT padded, so every prompt ends at the last column and the first new token is
+written in the same cache slot for the whole batch. Each decode step runs the model on one token
+per sequence and computes logits for that position only.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from trait_rl.model import transformer
+from trait_rl.model.config import ModelConfig
+
+PAD_ID = 0
+# Finite, unlike -inf, so that the softmax of top-p and of categorical sampling stays free of NaN
+# even when every id is banned.
+_BANNED_LOGIT = -1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Decoding settings, hashable so that each distinct setting compiles once.
+
+    temperature divides the logits and is ignored when greedy. top_k = 0 and top_p = 1.0 disable
+    those filters. stop_ids end a sequence, and the stop token itself is part of the completion.
+    banned_ids are never chosen (greedy included): the pad id by default, and callers add the
+    bos id. The ban applies to the choice only, so the returned logps still come from the
+    unfiltered distribution.
+    """
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+    stop_ids: tuple[int, ...] = ()
+    banned_ids: tuple[int, ...] = (PAD_ID,)
+
+    def __post_init__(self):
+        object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))
+        object.__setattr__(self, "banned_ids", tuple(int(i) for i in self.banned_ids))
+        if any(i < 0 for i in self.banned_ids):
+            raise ValueError(
+                f"invalid sampling.banned_ids={self.banned_ids}: token ids must be >= 0"
+            )
+        if set(self.banned_ids) & set(self.stop_ids):
+            raise ValueError(
+                f"sampling.banned_ids={self.banned_ids} overlaps stop_ids={self.stop_ids}: a "
+                "banned stop token could never end a sequence; remove it from one of them"
+            )
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
+            raise ValueError(
+                f"invalid sampling.max_new_tokens={self.max_new_tokens!r}: it must be a "
+                "positive integer"
+            )
+        if not self.greedy and not self.temperature > 0:
+            raise ValueError(
+                f"invalid sampling.temperature={self.temperature}: it must be > 0 "
+                "(use greedy=True for argmax decoding)"
+            )
+        if self.top_k < 0:
+            raise ValueError(f"invalid sampling.top_k={self.top_k}: use 0 (off) or a positive k")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"invalid sampling.top_p={self.top_p}: it must be in (0, 1]")
+
+    @property
+    def logps_temperature(self) -> float:
+        """Temperature of the returned logps: 1 for greedy decoding, else `temperature`."""
+        return 1.0 if self.greedy else float(self.temperature)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SampleOutput:
+    """Completions of a batch; N = max_new_tokens.
+
+    tokens_BxN are pad (0) after a sequence is done. logps_BxN are log-softmax(logits /
+    temperature) of each sampled token before top-k/top-p filtering, and 0 where the mask is 0.
+    completion_mask_BxN is 1 up to and including the stop token. stopped_B is True when a stop
+    token was produced, and truncated_B when the sequence hit max_new_tokens without one.
+    """
+
+    tokens_BxN: jax.Array
+    logps_BxN: jax.Array
+    completion_mask_BxN: jax.Array
+    stopped_B: jax.Array
+    truncated_B: jax.Array
+
+
+def _filter_top_k(logits_BxV: jax.Array, k: int) -> jax.Array:
+    kth_B1 = jax.lax.top_k(logits_BxV, k)[0][:, -1:]
+    return jnp.where(logits_BxV >= kth_B1, logits_BxV, -jnp.inf)
+
+
+def _filter_top_p(logits_BxV: jax.Array, p: float) -> jax.Array:
+    """Keep the smallest set of most likely tokens whose probability mass reaches p."""
+    sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+    probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+    mass_before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
+    kept_BxV = mass_before_BxV < p
+    # The smallest kept logit is the threshold. The most likely token is always kept.
+    threshold_B1 = jnp.min(jnp.where(kept_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits_BxV >= threshold_B1, logits_BxV, -jnp.inf)
+
+
+def _ban(logits_BxV: jax.Array, banned_ids: tuple[int, ...]) -> jax.Array:
+    """Set the logits of banned ids to a large negative value; ids >= V are ignored."""
+    vocab_size = logits_BxV.shape[-1]
+    in_vocab = [i for i in banned_ids if i < vocab_size]
+    if not in_vocab:
+        return logits_BxV
+    banned_V = jnp.zeros((vocab_size,), bool).at[jnp.array(in_vocab)].set(True)
+    return jnp.where(banned_V, _BANNED_LOGIT, logits_BxV)
+
+
+def _choose(
+    sampling: SamplingConfig, logits_BxV: jax.Array, rng: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Pick the next token and return it with its unfiltered log-probability."""
+    temperature = sampling.logps_temperature
+    log_probs_BxV = jax.nn.log_softmax(logits_BxV / temperature, axis=-1)
+    allowed_BxV = _ban(logits_BxV, sampling.banned_ids)
+    if sampling.greedy:
+        token_B = jnp.argmax(allowed_BxV, axis=-1)
+    else:
+        filtered_BxV = allowed_BxV / temperature
+        if sampling.top_k:
+            filtered_BxV = _filter_top_k(filtered_BxV, min(sampling.top_k, logits_BxV.shape[-1]))
+        if sampling.top_p < 1.0:
+            filtered_BxV = _filter_top_p(filtered_BxV, sampling.top_p)
+        token_B = jax.random.categorical(rng, filtered_BxV, axis=-1)
+    token_B = token_B.astype(jnp.int32)
+    logp_B = jnp.take_along_axis(log_probs_BxV, token_B[:, None], axis=-1)[:, 0]
+    return token_B, logp_B
+
+
+def _is_stop(sampling: SamplingConfig, token_B: jax.Array) -> jax.Array:
+    stop = jnp.zeros(token_B.shape, bool)
+    for stop_id in sampling.stop_ids:
+        stop = stop | (token_B == stop_id)
+    return stop
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoopState:
+    step: jax.Array
+    cache: dict
+    logits_BxV: jax.Array
+    tokens_BxN: jax.Array
+    logps_BxN: jax.Array
+    mask_BxN: jax.Array
+    done_B: jax.Array
+    rng: jax.Array
+
+
+jax.tree_util.register_dataclass(_LoopState)
+
+
+def _record(sampling: SamplingConfig, state: _LoopState) -> tuple[_LoopState, jax.Array, jax.Array]:
+    """Sample token `state.step`, write it into the outputs, return it and its input mask."""
+    rng, step_rng = jax.random.split(state.rng)
+    token_B, logp_B = _choose(sampling, state.logits_BxV, step_rng)
+    active_B = ~state.done_B
+    token_B = jnp.where(active_B, token_B, PAD_ID)
+    logp_B = jnp.where(active_B, logp_B, 0.0)
+    column = (jnp.zeros((), jnp.int32), state.step)
+    state = dataclasses.replace(
+        state,
+        tokens_BxN=jax.lax.dynamic_update_slice(state.tokens_BxN, token_B[:, None], column),
+        logps_BxN=jax.lax.dynamic_update_slice(state.logps_BxN, logp_B[:, None], column),
+        mask_BxN=jax.lax.dynamic_update_slice(
+            state.mask_BxN, active_B.astype(jnp.int32)[:, None], column
+        ),
+        done_B=state.done_B | (active_B & _is_stop(sampling, token_B)),
+        rng=rng,
+    )
+    return state, token_B[:, None], active_B.astype(jnp.int32)[:, None]
+
+
+def _sample_impl(
+    params: Any,
+    cfg: ModelConfig,
+    sampling: SamplingConfig,
+    prompt_tokens_BxP: jax.Array,
+    prompt_mask_BxP: jax.Array,
+    rng: jax.Array,
+) -> SampleOutput:
+    b, p = prompt_tokens_BxP.shape
+    n = sampling.max_new_tokens
+    cache = transformer.init_cache(cfg, b, p + n)
+    hidden_BxPxD, cache = transformer.backbone(
+        params, cfg, prompt_tokens_BxP, prompt_mask_BxP, cache=cache
+    )
+    logits_Bx1xV = transformer.lm_logits(params, cfg, hidden_BxPxD[:, -1:])
+
+    state = _LoopState(
+        step=jnp.zeros((), jnp.int32),
+        cache=cache,
+        logits_BxV=logits_Bx1xV[:, 0],
+        tokens_BxN=jnp.zeros((b, n), jnp.int32),
+        logps_BxN=jnp.zeros((b, n), jnp.float32),
+        mask_BxN=jnp.zeros((b, n), jnp.int32),
+        done_B=jnp.zeros((b,), bool),
+        rng=rng,
+    )
+
+    def keep_going(state: _LoopState) -> jax.Array:
+        return (state.step < n - 1) & ~jnp.all(state.done_B)
+
+    def decode_step(state: _LoopState) -> _LoopState:
+        state, token_Bx1, active_Bx1 = _record(sampling, state)
+        logits_Bx1xV, cache = transformer.forward(
+            params, cfg, token_Bx1, active_Bx1, cache=state.cache
+        )
+        return dataclasses.replace(
+            state, step=state.step + 1, cache=cache, logits_BxV=logits_Bx1xV[:, 0]
+        )
+
+    # The loop samples tokens 0..n-2 and runs the model on each. The last token needs no forward.
+    state = jax.lax.while_loop(keep_going, decode_step, state)
+    state, _, _ = _record(sampling, state)
+
+    stopped_B = jnp.any((state.mask_BxN > 0) & _is_stop(sampling, state.tokens_BxN), axis=1)
+    return SampleOutput(
+        tokens_BxN=state.tokens_BxN,
+        logps_BxN=state.logps_BxN,
+        completion_mask_BxN=state.mask_BxN,
+        stopped_B=stopped_B,
+        truncated_B=~stopped_B,
+    )
+
+
+_sample_jit = jax.jit(_sample_impl, static_argnames=("cfg", "sampling"))
+
+
+def sample(
+    params: Any,
+    cfg: ModelConfig,
+    sampling: SamplingConfig,
+    prompt_tokens_BxP: jax.Array,
+    prompt_mask_BxP: jax.Array,
+    rng: jax.Array,
+) -> SampleOutput:
+    """Sample up to `sampling.max_new_tokens` tokens after each LEFT-padded prompt.
+
+    Compiled once per (cfg, sampling, prompt shape). With sharded params and prompts it runs
+    distributed.
+    """
+    b, p = prompt_tokens_BxP.shape
+    if prompt_mask_BxP.shape != (b, p):
+        raise ValueError(
+            f"prompt_mask shape {prompt_mask_BxP.shape} does not match prompt_tokens shape {(b, p)}"
+        )
+    if cfg.position_embedding == "learned" and p + sampling.max_new_tokens > cfg.max_len:
+        raise ValueError(
+            f"prompt length {p} + sampling.max_new_tokens={sampling.max_new_tokens} exceeds "
+            f"model.max_len={cfg.max_len} of the learned position table; shorten the prompts"
+        )
+    return _sample_jit(params, cfg, sampling, prompt_tokens_BxP, prompt_mask_BxP, rng)

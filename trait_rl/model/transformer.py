@@ -1,0 +1,483 @@
+"""Decoder-only transformer as pure functions over a parameter pytree.
+
+Shape letters: B batch, T sequence, S cache slots, D embed_dim, H query heads, G key/value heads,
+R = H // G query heads per key/value head, K head_dim, F mlp_dim, V vocab_size, L layers.
+
+Layer weights are stacked on a leading `layers` axis and applied with `lax.scan`, so compile time
+does not grow with depth. The KV cache stores keys and values per slot, with a validity mask and
+a write index. Attention is causal in slot order and skips invalid (padding) slots. So a
+left-padded prefill followed by one-token decode steps computes the same logits as one full
+forward.
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from trait_rl.model.config import ModelConfig
+
+Params = dict[str, Any]
+Cache = dict[str, jax.Array]
+
+# Masked attention scores use a large finite value instead of -inf, so a padding query whose
+# keys are all masked gets finite (ignored) outputs instead of NaN.
+_MASKED_SCORE = -1e30
+
+
+def positions_from_mask(input_mask_BxT: jax.Array) -> jax.Array:
+    """Return the position of each token counted over real tokens only (cumsum - 1, min 0).
+
+    Left padding therefore does not shift the positions of the real tokens.
+    """
+    mask_BxT = input_mask_BxT.astype(jnp.int32)
+    return jnp.maximum(jnp.cumsum(mask_BxT, axis=1) - 1, 0)
+
+
+def positions_from_segments(segment_ids_BxT: jax.Array) -> jax.Array:
+    """Return each token's offset from the start of its segment (cumulative within a segment).
+
+    A segment starts wherever the id differs from the previous column's id, so every packed
+    example gets the positions 0, 1, 2, ... that it gets alone.
+    """
+    t = segment_ids_BxT.shape[1]
+    columns_BxT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), segment_ids_BxT.shape)
+    starts_BxT = jnp.concatenate(
+        [
+            jnp.ones_like(segment_ids_BxT[:, :1], bool),
+            segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1],
+        ],
+        axis=1,
+    )
+    segment_start_BxT = jax.lax.cummax(jnp.where(starts_BxT, columns_BxT, 0), axis=1)
+    return columns_BxT - segment_start_BxT
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def _normal(rng: jax.Array, shape: tuple[int, ...], std: float, dtype: Any) -> jax.Array:
+    return (std * jax.random.normal(rng, shape, jnp.float32)).astype(dtype)
+
+
+def _init_norm(cfg: ModelConfig, leading: tuple[int, ...]) -> Params:
+    norm = {"scale": jnp.ones((*leading, cfg.embed_dim), cfg.weight_dtype)}
+    if cfg.norm == "layernorm":
+        norm["bias"] = jnp.zeros((*leading, cfg.embed_dim), cfg.weight_dtype)
+    return norm
+
+
+def _init_dense(
+    rng: jax.Array, cfg: ModelConfig, shape: tuple[int, ...], fan_in: int, bias_shape
+) -> Params:
+    """Initialise a kernel with std 1/sqrt(fan_in) (LeCun normal) and an optional zero bias."""
+    dense = {"kernel": _normal(rng, shape, 1.0 / math.sqrt(fan_in), cfg.weight_dtype)}
+    if cfg.use_bias:
+        dense["bias"] = jnp.zeros(bias_shape, cfg.weight_dtype)
+    return dense
+
+
+def _init_layers(rng: jax.Array, cfg: ModelConfig) -> Params:
+    n, d, h, g, k, f = (
+        cfg.num_layers,
+        cfg.embed_dim,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.mlp_dim,
+    )
+    keys = jax.random.split(rng, 7)
+    attention = {
+        "q": _init_dense(keys[0], cfg, (n, d, h, k), d, (n, h, k)),
+        "k": _init_dense(keys[1], cfg, (n, d, g, k), d, (n, g, k)),
+        "v": _init_dense(keys[2], cfg, (n, d, g, k), d, (n, g, k)),
+        "o": _init_dense(keys[3], cfg, (n, h, k, d), h * k, (n, d)),
+    }
+    mlp = {
+        "up": _init_dense(keys[4], cfg, (n, d, f), d, (n, f)),
+        "down": _init_dense(keys[5], cfg, (n, f, d), f, (n, d)),
+    }
+    if cfg.mlp_activation in ("swiglu", "geglu"):
+        mlp["gate"] = _init_dense(keys[6], cfg, (n, d, f), d, (n, f))
+    return {
+        "attn_norm": _init_norm(cfg, (n,)),
+        "attn": attention,
+        "mlp_norm": _init_norm(cfg, (n,)),
+        "mlp": mlp,
+    }
+
+
+def init_params(rng: jax.Array, cfg: ModelConfig) -> Params:
+    """Initialise all parameters, purely, so that `jax.eval_shape` and sharded `jit` apply."""
+    rng_embed, rng_pos, rng_layers, rng_head = jax.random.split(rng, 4)
+    std = 1.0 / math.sqrt(cfg.embed_dim)
+    params = {
+        "embed": {
+            "embedding": _normal(rng_embed, (cfg.vocab_size, cfg.embed_dim), std, cfg.weight_dtype)
+        },
+        "layers": _init_layers(rng_layers, cfg),
+        "final_norm": _init_norm(cfg, ()),
+    }
+    if cfg.position_embedding == "learned":
+        shape = (cfg.max_len, cfg.embed_dim)
+        params["pos_embed"] = {"embedding": _normal(rng_pos, shape, 0.02, cfg.weight_dtype)}
+    if not cfg.tie_embeddings:
+        shape = (cfg.embed_dim, cfg.vocab_size)
+        params["lm_head"] = {"kernel": _normal(rng_head, shape, std, cfg.weight_dtype)}
+    return params
+
+
+def _norm_axes(cfg: ModelConfig, leading: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    axes = {"scale": (*leading, "embed")}
+    if cfg.norm == "layernorm":
+        axes["bias"] = (*leading, "embed")
+    return axes
+
+
+def _dense_axes(cfg: ModelConfig, kernel: tuple[str, ...], bias: tuple[str, ...]) -> dict:
+    axes = {"kernel": kernel}
+    if cfg.use_bias:
+        axes["bias"] = bias
+    return axes
+
+
+def param_logical_axes(cfg: ModelConfig) -> dict:
+    """Return a pytree shaped like `init_params(rng, cfg)` whose leaves are logical axis names."""
+    lay = ("layers",)
+    attention = {
+        "q": _dense_axes(cfg, (*lay, "embed", "heads", "head_dim"), (*lay, "heads", "head_dim")),
+        "k": _dense_axes(
+            cfg, (*lay, "embed", "kv_heads", "head_dim"), (*lay, "kv_heads", "head_dim")
+        ),
+        "v": _dense_axes(
+            cfg, (*lay, "embed", "kv_heads", "head_dim"), (*lay, "kv_heads", "head_dim")
+        ),
+        "o": _dense_axes(cfg, (*lay, "heads", "head_dim", "embed"), (*lay, "embed")),
+    }
+    mlp = {
+        "up": _dense_axes(cfg, (*lay, "embed", "mlp"), (*lay, "mlp")),
+        "down": _dense_axes(cfg, (*lay, "mlp", "embed"), (*lay, "embed")),
+    }
+    if cfg.mlp_activation in ("swiglu", "geglu"):
+        mlp["gate"] = _dense_axes(cfg, (*lay, "embed", "mlp"), (*lay, "mlp"))
+    axes = {
+        "embed": {"embedding": ("vocab", "embed")},
+        "layers": {
+            "attn_norm": _norm_axes(cfg, lay),
+            "attn": attention,
+            "mlp_norm": _norm_axes(cfg, lay),
+            "mlp": mlp,
+        },
+        "final_norm": _norm_axes(cfg, ()),
+    }
+    if cfg.position_embedding == "learned":
+        axes["pos_embed"] = {"embedding": ("length", "embed")}
+    if not cfg.tie_embeddings:
+        axes["lm_head"] = {"kernel": ("embed", "vocab")}
+    return axes
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def _normalize(norm_params: Params, cfg: ModelConfig, x_BxTxD: jax.Array) -> jax.Array:
+    """Apply RMSNorm or LayerNorm, with statistics in float32."""
+    x = x_BxTxD.astype(jnp.float32)
+    if cfg.norm == "layernorm":
+        x = x - jnp.mean(x, axis=-1, keepdims=True)
+    normed = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + cfg.norm_eps)
+    normed = normed * norm_params["scale"].astype(jnp.float32)
+    if "bias" in norm_params:
+        normed = normed + norm_params["bias"].astype(jnp.float32)
+    return normed.astype(cfg.activation_dtype)
+
+
+def _dense(dense: Params, cfg: ModelConfig, equation: str, x: jax.Array) -> jax.Array:
+    y = jnp.einsum(equation, x, dense["kernel"].astype(cfg.activation_dtype))
+    if "bias" in dense:
+        y = y + dense["bias"].astype(cfg.activation_dtype)
+    return y
+
+
+def _rope(x_BxTxNxK: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
+    """Rotate feature pairs (i, i + K/2) by position-dependent angles (rotate-half convention)."""
+    half = x_BxTxNxK.shape[-1] // 2
+    inv_freq_K2 = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles_BxTxK2 = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_K2
+    sin = jnp.sin(angles_BxTxK2)[:, :, None, :]
+    cos = jnp.cos(angles_BxTxK2)[:, :, None, :]
+    x = x_BxTxNxK.astype(jnp.float32)
+    x1, x2 = x[..., :half], x[..., half:]
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return rotated.astype(x_BxTxNxK.dtype)
+
+
+def _attend(
+    q_BxTxHxK: jax.Array, k_BxSxGxK: jax.Array, v_BxSxGxK: jax.Array, allowed_BxTxS: jax.Array
+) -> jax.Array:
+    """Grouped-query attention: each key/value head serves R = H // G query heads."""
+    b, t, h, k = q_BxTxHxK.shape
+    g = k_BxSxGxK.shape[2]
+    q_BxTxGxRxK = q_BxTxHxK.reshape(b, t, g, h // g, k)
+    scores_BxGxRxTxS = jnp.einsum(
+        "btgrk,bsgk->bgrts", q_BxTxGxRxK, k_BxSxGxK, preferred_element_type=jnp.float32
+    )
+    scores_BxGxRxTxS = scores_BxGxRxTxS / math.sqrt(k)
+    scores_BxGxRxTxS = jnp.where(allowed_BxTxS[:, None, None], scores_BxGxRxTxS, _MASKED_SCORE)
+    probs_BxGxRxTxS = jax.nn.softmax(scores_BxGxRxTxS, axis=-1).astype(v_BxSxGxK.dtype)
+    out_BxTxGxRxK = jnp.einsum("bgrts,bsgk->btgrk", probs_BxGxRxTxS, v_BxSxGxK)
+    return out_BxTxGxRxK.reshape(b, t, h, k)
+
+
+def _mlp(mlp: Params, cfg: ModelConfig, x_BxTxD: jax.Array) -> jax.Array:
+    up_BxTxF = _dense(mlp["up"], cfg, "btd,df->btf", x_BxTxD)
+    if cfg.mlp_activation == "gelu":
+        hidden_BxTxF = jax.nn.gelu(up_BxTxF, approximate=True)
+    else:
+        gate_BxTxF = _dense(mlp["gate"], cfg, "btd,df->btf", x_BxTxD)
+        if cfg.mlp_activation == "swiglu":
+            activated = jax.nn.silu(gate_BxTxF)
+        else:
+            activated = jax.nn.gelu(gate_BxTxF, approximate=True)
+        hidden_BxTxF = activated * up_BxTxF
+    return _dense(mlp["down"], cfg, "btf,fd->btd", hidden_BxTxF)
+
+
+def _write_cache(cache_BxSxGxK: jax.Array, new_BxTxGxK: jax.Array, index: jax.Array) -> jax.Array:
+    zero = jnp.zeros((), jnp.int32)
+    start = (zero, index.astype(jnp.int32), zero, zero)
+    return jax.lax.dynamic_update_slice(
+        cache_BxSxGxK, new_BxTxGxK.astype(cache_BxSxGxK.dtype), start
+    )
+
+
+def _block(
+    layer: Params,
+    cfg: ModelConfig,
+    x_BxTxD: jax.Array,
+    positions_BxT: jax.Array,
+    allowed_BxTxS: jax.Array,
+    kv_cache: tuple[jax.Array, jax.Array] | None,
+    index: jax.Array,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Apply one pre-norm decoder block, writing this step's keys and values into the cache."""
+    attn = layer["attn"]
+    h_BxTxD = _normalize(layer["attn_norm"], cfg, x_BxTxD)
+    q_BxTxHxK = _dense(attn["q"], cfg, "btd,dhk->bthk", h_BxTxD)
+    k_BxTxGxK = _dense(attn["k"], cfg, "btd,dgk->btgk", h_BxTxD)
+    v_BxTxGxK = _dense(attn["v"], cfg, "btd,dgk->btgk", h_BxTxD)
+    if cfg.position_embedding == "rope":
+        q_BxTxHxK = _rope(q_BxTxHxK, positions_BxT, cfg.rope_theta)
+        k_BxTxGxK = _rope(k_BxTxGxK, positions_BxT, cfg.rope_theta)
+
+    if kv_cache is None:
+        keys_BxSxGxK, values_BxSxGxK, new_cache = k_BxTxGxK, v_BxTxGxK, None
+    else:
+        keys_BxSxGxK = _write_cache(kv_cache[0], k_BxTxGxK, index)
+        values_BxSxGxK = _write_cache(kv_cache[1], v_BxTxGxK, index)
+        new_cache = (keys_BxSxGxK, values_BxSxGxK)
+
+    out_BxTxHxK = _attend(q_BxTxHxK, keys_BxSxGxK, values_BxSxGxK, allowed_BxTxS)
+    x_BxTxD = x_BxTxD + _dense(attn["o"], cfg, "bthk,hkd->btd", out_BxTxHxK)
+    h_BxTxD = _normalize(layer["mlp_norm"], cfg, x_BxTxD)
+    x_BxTxD = x_BxTxD + _mlp(layer["mlp"], cfg, h_BxTxD)
+    return x_BxTxD, new_cache
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def init_cache(cfg: ModelConfig, batch_size: int, max_len: int) -> Cache:
+    """Return an empty KV cache with `max_len` slots per sequence.
+
+    Fields: `k`, `v` (L x B x S x G x K, activation dtype), `mask` (B x S, 1 where a slot contains a
+    real token), `index` (next slot to write, shared by the batch) and `next_position` (B, the
+    position the next real token of each sequence gets).
+    """
+    shape = (cfg.num_layers, batch_size, max_len, cfg.num_kv_heads, cfg.head_dim)
+    return {
+        "k": jnp.zeros(shape, cfg.activation_dtype),
+        "v": jnp.zeros(shape, cfg.activation_dtype),
+        "mask": jnp.zeros((batch_size, max_len), jnp.int32),
+        "index": jnp.zeros((), jnp.int32),
+        "next_position": jnp.zeros((batch_size,), jnp.int32),
+    }
+
+
+def _attention_mask(
+    input_mask_BxT: jax.Array, cache: Cache | None, segment_ids_BxT: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array | None]:
+    """Return which key slots each query may read, and the cache validity mask after writing.
+
+    Without a cache the keys are the T input tokens, and with segment ids a query reads only
+    keys of its own segment. With a cache the queries occupy slots index..index+T-1 and read
+    every valid slot up to their own.
+    """
+    t = input_mask_BxT.shape[1]
+    valid_BxT = input_mask_BxT.astype(jnp.int32)
+    if cache is None:
+        causal_TxT = jnp.tril(jnp.ones((t, t), bool))
+        allowed_BxTxT = causal_TxT[None] & (valid_BxT[:, None, :] > 0)
+        if segment_ids_BxT is not None:
+            same_BxTxT = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
+            allowed_BxTxT = allowed_BxTxT & same_BxTxT & (segment_ids_BxT[:, None, :] > 0)
+        return allowed_BxTxT, None
+
+    slot_mask_BxS = jax.lax.dynamic_update_slice(
+        cache["mask"], valid_BxT, (jnp.zeros((), jnp.int32), cache["index"])
+    )
+    s = slot_mask_BxS.shape[1]
+    query_slots_T = cache["index"] + jnp.arange(t)
+    causal_TxS = jnp.arange(s)[None, :] <= query_slots_T[:, None]
+    return causal_TxS[None] & (slot_mask_BxS[:, None, :] > 0), slot_mask_BxS
+
+
+def _check_cache_room(cache: Cache, t: int) -> None:
+    """Raise when T tokens do not fit. A traced write index is only checked against the size."""
+    slots = cache["mask"].shape[1]
+    index = cache["index"]
+    if isinstance(index, jax.core.Tracer):
+        index = 0
+    if int(index) + t > slots:
+        raise ValueError(
+            f"KV cache overflow: writing {t} tokens at slot {int(index)} exceeds its {slots} "
+            "slots; create it with a larger max_len in init_cache"
+        )
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _embed(
+    params: Params, cfg: ModelConfig, tokens_BxT: jax.Array, positions_BxT: jax.Array
+) -> jax.Array:
+    x_BxTxD = params["embed"]["embedding"][tokens_BxT].astype(cfg.activation_dtype)
+    if cfg.position_embedding == "learned":
+        x_BxTxD = x_BxTxD + params["pos_embed"]["embedding"][positions_BxT].astype(
+            cfg.activation_dtype
+        )
+    return x_BxTxD
+
+
+def _resolve_positions(
+    input_mask_BxT: jax.Array,
+    positions_BxT: jax.Array | None,
+    cache: Cache | None,
+    segment_ids_BxT: jax.Array | None,
+) -> jax.Array:
+    if positions_BxT is not None:
+        return positions_BxT
+    if segment_ids_BxT is not None:
+        return positions_from_segments(segment_ids_BxT)
+    positions_BxT = positions_from_mask(input_mask_BxT)
+    if cache is not None:
+        positions_BxT = positions_BxT + cache["next_position"][:, None]
+    return positions_BxT
+
+
+def backbone(
+    params: Params,
+    cfg: ModelConfig,
+    tokens_BxT: jax.Array,
+    input_mask_BxT: jax.Array,
+    positions_BxT: jax.Array | None = None,
+    cache: Cache | None = None,
+    *,
+    segment_ids_BxT: jax.Array | None = None,
+) -> tuple[jax.Array, Cache | None]:
+    """Run the decoder blocks and return the final-norm hidden states and the updated cache.
+
+    Positions default to `positions_from_mask` (continued from the cache when one is given).
+    Padding tokens (mask 0) are never attended to. Their own outputs are finite but meaningless.
+
+    `segment_ids_BxT` (int, 0 = padding, k = the k-th example packed into the row; no cache)
+    makes attention causal within each segment and, unless positions are given, restarts the
+    positions at 0 in each segment. Each packed example then gets the hidden states it gets
+    when run alone.
+    """
+    t = tokens_BxT.shape[1]
+    if cache is not None:
+        _check_cache_room(cache, t)
+        if segment_ids_BxT is not None:
+            raise ValueError(
+                "segment_ids_BxT applies only to a full forward without a cache; decode packed "
+                "examples one per row instead"
+            )
+    if segment_ids_BxT is not None and segment_ids_BxT.shape != tokens_BxT.shape:
+        raise ValueError(
+            f"segment_ids_BxT shape {segment_ids_BxT.shape} does not match tokens_BxT shape "
+            f"{tokens_BxT.shape}"
+        )
+    positions_BxT = _resolve_positions(input_mask_BxT, positions_BxT, cache, segment_ids_BxT)
+    allowed_BxTxS, slot_mask_BxS = _attention_mask(input_mask_BxT, cache, segment_ids_BxT)
+    x_BxTxD = _embed(params, cfg, tokens_BxT, positions_BxT)
+
+    if cache is None:
+
+        def scan_block(x, layer):
+            x, _ = _block(
+                layer, cfg, x, positions_BxT, allowed_BxTxS, None, jnp.zeros((), jnp.int32)
+            )
+            return x, None
+
+        x_BxTxD, _ = jax.lax.scan(scan_block, x_BxTxD, params["layers"])
+        new_cache = None
+    else:
+
+        def scan_cached_block(x, layer_and_kv):
+            layer, k_cache, v_cache = layer_and_kv
+            kv = (k_cache, v_cache)
+            x, new_kv = _block(layer, cfg, x, positions_BxT, allowed_BxTxS, kv, cache["index"])
+            return x, new_kv
+
+        xs = (params["layers"], cache["k"], cache["v"])
+        x_BxTxD, (k_LxBxSxGxK, v_LxBxSxGxK) = jax.lax.scan(scan_cached_block, x_BxTxD, xs)
+        new_cache = {
+            "k": k_LxBxSxGxK,
+            "v": v_LxBxSxGxK,
+            "mask": slot_mask_BxS,
+            "index": cache["index"] + t,
+            "next_position": cache["next_position"]
+            + jnp.sum(input_mask_BxT.astype(jnp.int32), axis=1),
+        }
+
+    hidden_BxTxD = _normalize(params["final_norm"], cfg, x_BxTxD)
+    return hidden_BxTxD, new_cache
+
+
+def lm_logits(params: Params, cfg: ModelConfig, hidden_BxTxD: jax.Array) -> jax.Array:
+    """Project hidden states onto the vocabulary, accumulating in float32."""
+    if cfg.tie_embeddings:
+        table_VxD = params["embed"]["embedding"].astype(cfg.activation_dtype)
+        return jnp.einsum(
+            "btd,vd->btv", hidden_BxTxD, table_VxD, preferred_element_type=jnp.float32
+        )
+    kernel_DxV = params["lm_head"]["kernel"].astype(cfg.activation_dtype)
+    return jnp.einsum("btd,dv->btv", hidden_BxTxD, kernel_DxV, preferred_element_type=jnp.float32)
+
+
+def forward(
+    params: Params,
+    cfg: ModelConfig,
+    tokens_BxT: jax.Array,
+    input_mask_BxT: jax.Array,
+    positions_BxT: jax.Array | None = None,
+    cache: Cache | None = None,
+    *,
+    segment_ids_BxT: jax.Array | None = None,
+) -> tuple[jax.Array, Cache | None]:
+    """Return float32 next-token logits for every position, and the updated cache.
+
+    `segment_ids_BxT` marks packed examples as in `backbone`.
+    """
+    hidden_BxTxD, cache = backbone(
+        params,
+        cfg,
+        tokens_BxT,
+        input_mask_BxT,
+        positions_BxT,
+        cache,
+        segment_ids_BxT=segment_ids_BxT,
+    )
+    return lm_logits(params, cfg, hidden_BxTxD), cache

@@ -1,0 +1,347 @@
+"""Per-phase Orbax checkpoints under WORKDIR/<phase>/, with a FINAL marker between phases.
+
+Layout of one phase directory:
+  WORKDIR/<phase>/checkpoints/<step>/{params,train}   Orbax CheckpointManager steps
+  WORKDIR/<phase>/FINAL                               {"step": N}, written after the last save
+  WORKDIR/<phase>/config.json                         the resolved config of the run
+  WORKDIR/<phase>/<tokenizer file>                    a copy of the tokenizer the phase used
+
+Parameters and the rest of the train state (step, optimizer state, RNG) are separate items, so
+the next phase restores only the parameters, and a resumed phase restores both.
+"""
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from trait_rl.training.train_state import TrainState
+
+PHASES = ("sft", "reward", "rl", "conventional")
+# The phase whose final checkpoint each phase starts from.
+PREVIOUS_PHASE = {"reward": "sft", "rl": "reward", "conventional": "sft"}
+# Each RL arm writes its own directory, WORKDIR/rl_<arm> (":" replaced by "_").
+RL_PREFIX = "rl_"
+FINAL_FILE = "FINAL"
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"
+_ITEMS = ("params", "train")
+# What Orbax 0.12 and TensorStore raise for a step with missing, truncated or garbled files:
+# KeyError for a missing item, ValueError (JSONDecodeError included) for TensorStore read
+# errors and invalid metadata, OSError for missing files.
+RESTORE_ERRORS = (KeyError, ValueError, OSError)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """No checkpoint step of a phase could be restored; the message names the directory."""
+
+
+def rl_phase_name(arm: str) -> str:
+    """Return the directory name of an RL arm's phase, for example rl_single_trait_honesty."""
+    return RL_PREFIX + arm.replace(":", "_")
+
+
+def arm_of_rl_phase(phase: str) -> str:
+    """Invert rl_phase_name: rl_single_trait_honesty -> single_trait:honesty."""
+    arm = phase.removeprefix(RL_PREFIX)
+    return arm.replace("single_trait_", "single_trait:", 1)
+
+
+def phase_dir(workdir: str | os.PathLike, phase: str) -> pathlib.Path:
+    """Return WORKDIR/<phase> as an absolute path (Orbax needs absolute paths)."""
+    if phase not in PHASES and not phase.startswith(RL_PREFIX):
+        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES} or rl_<arm>")
+    return pathlib.Path(workdir).resolve() / phase
+
+
+def open_manager(
+    directory: str | os.PathLike, train_config: ml_collections.ConfigDict | None = None
+) -> ocp.CheckpointManager:
+    """Open (or create) the CheckpointManager of a phase directory (for example WORKDIR/sft).
+
+    With a train section, periodic saves happen every `checkpoint_every` steps and the newest
+    `max_to_keep` are kept; without one the manager is only for reading.
+    """
+    directory = pathlib.Path(directory).resolve() / CHECKPOINT_DIR
+    if train_config is None:
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    else:
+        # Orbax's default policy also saves the first step; only the interval and preemption
+        # signals should trigger a periodic save here.
+        policy = ocp.checkpoint_managers.AnySavePolicy(
+            [
+                ocp.checkpoint_managers.FixedIntervalPolicy(train_config.checkpoint_every),
+                ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            save_decision_policy=policy,
+            max_to_keep=train_config.max_to_keep,
+            create=True,
+        )
+    return ocp.CheckpointManager(directory, options=options, item_names=_ITEMS)
+
+
+def save(manager: ocp.CheckpointManager, state: TrainState, *, force: bool = False) -> bool:
+    """Save `state` at its step when the save policy selects that step (always with `force`).
+
+    Returns whether a save started. Saves are asynchronous, but Orbax copies the arrays to host
+    memory before returning, so the next step may donate the state's buffers. A state with a NaN
+    or Inf raises FloatingPointError instead, so the checkpoints on disk stay finite.
+    """
+    step = int(state.step)
+    if not force and not manager.should_save(step):
+        return False
+    check_finite_state(state, step)
+    train_item = {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
+    args = ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params), train=ocp.args.StandardSave(train_item)
+    )
+    # The decision is made above: force=True stops Orbax from asking the policy a second time.
+    return manager.save(step, args=args, force=True)
+
+
+@jax.jit
+def _leaf_is_finite(tree: Any) -> list[jax.Array]:
+    return [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
+
+
+def check_finite_state(state: TrainState, step: int) -> None:
+    """Raise FloatingPointError naming the first non-finite leaf of params or optimizer state."""
+    tree = {"params": state.params, "opt_state": state.opt_state}
+    leaves_with_path = [
+        (path, leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    flags = jax.device_get(_leaf_is_finite([leaf for _, leaf in leaves_with_path]))
+    for (path, _), finite in zip(leaves_with_path, flags, strict=True):
+        if not finite:
+            raise FloatingPointError(
+                f"not saving the checkpoint of step {step}: "
+                f"{jax.tree_util.keystr(path)} contains NaN or Inf; the run stopped and the "
+                "last checkpoint on disk is the last finite one"
+            )
+
+
+def _write_json_atomically(path: pathlib.Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_final(
+    manager: ocp.CheckpointManager, directory: str | os.PathLike, state: TrainState
+) -> int:
+    """Save the last state (unless the periodic save already did), then write the FINAL marker.
+
+    The marker is written only after every save has finished, and atomically, so a phase that
+    crashed mid-save never looks complete. Returns the final step.
+    """
+    step = int(state.step)
+    if manager.latest_step() != step:
+        save(manager, state, force=True)
+    manager.wait_until_finished()
+    if jax.process_index() == 0:
+        _write_json_atomically(pathlib.Path(directory) / FINAL_FILE, {"step": step})
+    return step
+
+
+def abstract_target(shapes: Any, shardings: Any) -> Any:
+    """Return ShapeDtypeStructs carrying `shardings`: Orbax restores each array into them."""
+    return jax.tree.map(
+        lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+        shapes,
+        shardings,
+    )
+
+
+def _restore_step(manager: ocp.CheckpointManager, target: TrainState, step: int) -> TrainState:
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target
+    )
+    train_target = {"step": target.step, "opt_state": target.opt_state, "rng": target.rng}
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(target.params),
+            train=ocp.args.StandardRestore(train_target),
+        ),
+    )
+    train = restored["train"]
+    return TrainState(
+        step=train["step"],
+        params=restored["params"],
+        opt_state=train["opt_state"],
+        rng=train["rng"],
+    )
+
+
+def step_directory(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
+    """Return the directory Orbax writes `step` to (the default step name is the number)."""
+    return pathlib.Path(manager.directory) / str(step)
+
+
+def set_aside_steps(manager: ocp.CheckpointManager, steps: Sequence[int]) -> None:
+    """Move unreadable steps to `<phase>/corrupt_checkpoints/<step>` and reload the manager.
+
+    They are kept for inspection rather than deleted. Without the move, Orbax would refuse to
+    save those steps again and would count them in `max_to_keep`.
+    NOTE: on a multi-host run only process 0 moves the files and no barrier follows.
+    """
+    if not steps:
+        return
+    if jax.process_index() == 0:
+        corrupt_root = pathlib.Path(manager.directory).parent / CORRUPT_DIR
+        corrupt_root.mkdir(parents=True, exist_ok=True)
+        for step in steps:
+            source = step_directory(manager, step)
+            target = corrupt_root / str(step)
+            suffix = 1
+            while target.exists():
+                target = corrupt_root / f"{step}.{suffix}"
+                suffix += 1
+            if source.exists():
+                os.rename(source, target)
+                logging.warning("moved unreadable checkpoint %s to %s", source, target)
+    manager.reload()
+
+
+def restore_latest(
+    manager: ocp.CheckpointManager,
+    target: TrainState,
+    step: int | None = None,
+    *,
+    set_aside_unreadable: bool = True,
+) -> TrainState | None:
+    """Restore the latest readable (or the given) step into `target`'s shapes and shardings.
+
+    `target` is a TrainState of arrays or ShapeDtypeStructs with shardings on the current mesh,
+    which may have a different device count than the mesh that saved the checkpoint. Returns
+    None when the phase has no checkpoint yet. A latest step that fails to restore (deleted or
+    truncated files) is logged as a warning and the previous step is tried. Unreadable steps
+    newer than the restored one are moved to `<phase>/corrupt_checkpoints/` (unless
+    `set_aside_unreadable` is False, as for a read-only manager). Raises CorruptCheckpointError
+    naming the directory when no step restores.
+    """
+    if step is not None:
+        return _restore_step(manager, target, step)
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        return None
+    failures = []
+    for candidate in steps:
+        try:
+            restored = _restore_step(manager, target, candidate)
+        except RESTORE_ERRORS as error:
+            logging.warning(
+                "checkpoint %s is unreadable (%s: %.300s); trying the previous step",
+                step_directory(manager, candidate),
+                type(error).__name__,
+                error,
+            )
+            failures.append((candidate, error))
+            continue
+        if set_aside_unreadable:
+            set_aside_steps(manager, [bad for bad, _ in failures])
+        return restored
+    raise CorruptCheckpointError(
+        f"no readable checkpoint in {manager.directory}: steps {steps} all failed to restore "
+        f"(step {failures[0][0]}: {type(failures[0][1]).__name__}: {failures[0][1]!s:.300}). "
+        "Delete that directory to start the phase over"
+    )
+
+
+def train_command(workdir: str | os.PathLike, phase: str, config_arg: str) -> str:
+    """Return the command line that runs `phase` and writes its final checkpoint."""
+    command = f"python scripts/train.py --config={config_arg} --workdir={workdir}"
+    if phase.startswith(RL_PREFIX):
+        return f"{command} --phase=rl --config.arm={arm_of_rl_phase(phase)}"
+    return f"{command} --phase={phase}"
+
+
+def final_step(directory: str | os.PathLike) -> int | None:
+    """Return the step named by the phase directory's FINAL marker, or None without one."""
+    marker = pathlib.Path(directory) / FINAL_FILE
+    if not marker.is_file():
+        return None
+    try:
+        return int(json.loads(marker.read_text(encoding="utf-8"))["step"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f'invalid {marker}: expected JSON {{"step": <int>}} ({error}); delete it and rerun '
+            "the phase"
+        ) from error
+
+
+def require_final(
+    workdir: str | os.PathLike, phase: str, config_arg: str = "configs/default.py"
+) -> pathlib.Path:
+    """Return WORKDIR/<phase> if that phase finished, else raise FileNotFoundError saying how.
+
+    `config_arg` is the `--config` value shown in the command of the error message.
+    """
+    directory = phase_dir(workdir, phase)
+    if final_step(directory) is None:
+        reason = "does not exist" if not directory.is_dir() else f"has no {FINAL_FILE} marker"
+        raise FileNotFoundError(
+            f"the final checkpoint of phase {phase!r} is missing: {directory} {reason}. "
+            f"Create it with: {train_command(workdir, phase, config_arg)}"
+        )
+    return directory
+
+
+def restore_final_params(directory: str | os.PathLike, target_params: Any) -> Any:
+    """Restore only the parameters of a finished phase into `target_params`' shardings.
+
+    `target_params` is a tree of ShapeDtypeStructs (or arrays) with shardings on the current mesh.
+    """
+    step = final_step(directory)
+    if step is None:
+        raise FileNotFoundError(
+            f"{directory} has no {FINAL_FILE} marker; the phase did not finish, so rerun it"
+        )
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target_params
+    )
+    manager = open_manager(directory)
+    try:
+        restored = manager.restore(
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+        )
+    except RESTORE_ERRORS as error:
+        raise CorruptCheckpointError(
+            f"the final checkpoint {step_directory(manager, step)} is unreadable "
+            f"({type(error).__name__}: {error!s:.300}); delete {directory} and rerun the phase"
+        ) from error
+    finally:
+        manager.close()
+    return restored["params"]
+
+
+def save_phase_files(
+    directory: str | os.PathLike,
+    config: ml_collections.ConfigDict,
+    tokenizer_path: str | os.PathLike | None = None,
+) -> pathlib.Path:
+    """Write the resolved config (JSON) and a copy of the tokenizer file into `directory`."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        config_json = json.loads(config.to_json_best_effort())
+        _write_json_atomically(directory / CONFIG_FILE, config_json)
+        if tokenizer_path is not None:
+            source = pathlib.Path(tokenizer_path)
+            if not source.is_file():
+                raise FileNotFoundError(f"tokenizer file not found: {source}")
+            shutil.copyfile(source, directory / source.name)
+    return directory
