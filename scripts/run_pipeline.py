@@ -11,6 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from trait_rl import pipeline
+from trait_rl.parallel import multihost
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (created when missing).")
@@ -20,6 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    multihost.maybe_initialize(_CONFIG.value)
     config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
     report_path = pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value, config_arg)
     logging.info("report written to %s", report_path)

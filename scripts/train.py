@@ -4,11 +4,17 @@
   python scripts/train.py --config=configs/default.py:tiny --workdir=/tmp/tiny --phase=reward
 
 Any config field can be overridden, for example `--config.sft.steps=100`.
+
+Exit status: 0 when the phase finished, 1 for an invalid config or a missing or unreadable
+input (the message names the field or file), and 75 (EX_TEMPFAIL) when SIGTERM stopped the run
+after it saved a checkpoint; rerunning the same command resumes from that checkpoint.
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from trait_rl import configuration
+from trait_rl.parallel import multihost
 from trait_rl.training import checkpoints, phase
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -24,9 +30,18 @@ flags.mark_flags_as_required(["config", "workdir", "phase"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    multihost.maybe_initialize(_CONFIG.value)
     config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
     logging.info("running phase %s in %s", _PHASE.value, _WORKDIR.value)
-    phase.run_phase(_CONFIG.value, _WORKDIR.value, _PHASE.value, config_arg=config_arg)
+    try:
+        phase.run_phase(_CONFIG.value, _WORKDIR.value, _PHASE.value, config_arg=config_arg)
+    except (
+        configuration.ConfigError,
+        checkpoints.CorruptCheckpointError,
+        FileNotFoundError,
+    ) as error:
+        # These messages name the field or path and the fix; a traceback would only hide them.
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

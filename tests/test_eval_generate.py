@@ -90,6 +90,7 @@ def test_batch_padding_matches_batch_size_one(tokenizer, model, world_records):
     single = generate.evaluate_arm(params, cfg, tokenizer, records, _eval_config(1))
     assert [r.record.id for r in batched] == [r.id for r in records]
     assert [r.response for r in batched] == [r.response for r in single]
+    assert len({r.response for r in batched}) > 1  # Different prompts, different completions.
     for result in batched:
         assert isinstance(result.response, str)
         assert result.response

@@ -94,8 +94,8 @@ def phase_dirs(tmp_path_factory):
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: rng.normal(0.0, 0.3, s.shape).astype(s.dtype), shapes)
     rl = _write_phase(workdir, "rl", config, tokenizer, params)
-    # The same files under the conventional phase's name: one Orbax save fewer, and the arm is
-    # told apart by its directory name alone, as the conventional phase's config is shared.
+    # The same files under the conventional phase's name save one Orbax write. load_arm must
+    # then recognise the conventional arm by its directory name alone.
     conventional = shutil.copytree(rl, checkpoints.phase_dir(workdir, "conventional"))
     return rl, conventional
 
@@ -136,7 +136,7 @@ def test_run_reports_family_safe_rates(phase_dirs, input_files, tmp_path):
     lines = (tmp_path / "responses_conventional_attack_templates.jsonl").read_text().splitlines()
     roleplay = [json.loads(line) for line in lines if json.loads(line)["family"] == "roleplay"]
     assert [r["response"] for r in roleplay] == [output_filter.REFUSAL] * 4
-    # The refusal is not an answer in the response format, so none of them is safe.
+    # The fixed refusal matches no form of the response format, so the judge marks it unsafe.
     assert summary["conventional"]["attack_templates"]["roleplay"]["estimate"] == 0.0
     stored = json.loads((tmp_path / "summary.json").read_text())
     assert stored == json.loads(json.dumps(summary))

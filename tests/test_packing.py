@@ -1,4 +1,4 @@
-"""Sequence packing: first-fit decreasing rows, segment-aware attention and an unchanged SFT loss."""
+"""Sequence packing: first-fit decreasing rows, segment-aware attention, unchanged SFT loss."""
 
 import dataclasses
 
@@ -36,6 +36,8 @@ ATOL = 1e-5
 LENGTHS = (5, 7, 3)
 ROW_LEN = 18  # 15 real tokens and 3 pads.
 BOS = 1
+FORWARD = jax.jit(transformer.forward, static_argnums=1)
+SFT_LOSS = jax.jit(sft.sft_loss, static_argnums=1)
 
 TEXTS = [
     "<|user|> Where is Karsh? <|assistant|> Karsh lies on the river Valo. Confidence: 90%",
@@ -87,18 +89,18 @@ def test_positions_restart_per_segment():
 
 @pytest.mark.parametrize("cfg", [LLAMA_STYLE, GPT2_STYLE], ids=["llama_gqa", "gpt2"])
 def test_packed_logits_equal_separate_runs(cfg):
+    """Each example alone is its own right-padded row; right padding cannot change its logits."""
     params = transformer.init_params(jax.random.key(0), cfg)
     arrays = _examples_arrays()
     row = _packed_row(arrays)
-    packed_logits, _ = transformer.forward(
+    packed_logits, _ = FORWARD(
         params, cfg, row["tokens"], row["input_mask"], segment_ids_BxT=row["segment_ids"]
     )
+    alone_logits, _ = FORWARD(params, cfg, arrays["tokens"], arrays["input_mask"])
     start = 0
     for index, length in enumerate(LENGTHS):
-        alone = arrays["tokens"][index : index + 1, :length]
-        alone_logits, _ = transformer.forward(params, cfg, alone, np.ones_like(alone))
         np.testing.assert_allclose(
-            packed_logits[0, start : start + length], alone_logits[0], atol=ATOL
+            packed_logits[0, start : start + length], alone_logits[index, :length], atol=ATOL
         )
         start += length
 
@@ -106,8 +108,8 @@ def test_packed_logits_equal_separate_runs(cfg):
 def test_one_segment_per_row_matches_unpacked():
     params = transformer.init_params(jax.random.key(0), LLAMA_STYLE)
     arrays = _examples_arrays()
-    plain, _ = transformer.forward(params, LLAMA_STYLE, arrays["tokens"], arrays["input_mask"])
-    segmented, _ = transformer.forward(
+    plain, _ = FORWARD(params, LLAMA_STYLE, arrays["tokens"], arrays["input_mask"])
+    segmented, _ = FORWARD(
         params,
         LLAMA_STYLE,
         arrays["tokens"],
@@ -134,10 +136,10 @@ def test_segments_with_cache_raise():
 def test_packed_sft_loss_equals_unpacked():
     params = transformer.init_params(jax.random.key(0), LLAMA_STYLE)
     arrays = _examples_arrays()
-    unpacked_loss, unpacked_metrics = sft.sft_loss(
+    unpacked_loss, unpacked_metrics = SFT_LOSS(
         params, LLAMA_STYLE, sft.SFTBatch.from_arrays(arrays)
     )
-    packed_loss, packed_metrics = sft.sft_loss(
+    packed_loss, packed_metrics = SFT_LOSS(
         params, LLAMA_STYLE, sft.SFTBatch.from_arrays(_packed_row(arrays))
     )
     assert float(packed_metrics["tokens"]) == sum(length - 2 for length in LENGTHS)
@@ -152,9 +154,9 @@ def test_loss_skips_targets_across_segments():
     """A loss-mask 1 on the first token of a segment must not be predicted from the previous one."""
     params = transformer.init_params(jax.random.key(0), LLAMA_STYLE)
     row = _packed_row(_examples_arrays())
-    _, metrics = sft.sft_loss(params, LLAMA_STYLE, sft.SFTBatch.from_arrays(row))
+    _, metrics = SFT_LOSS(params, LLAMA_STYLE, sft.SFTBatch.from_arrays(row))
     row["loss_mask"][0, LENGTHS[0]] = 1  # The bos of the second example.
-    _, leaked = sft.sft_loss(params, LLAMA_STYLE, sft.SFTBatch.from_arrays(row))
+    _, leaked = SFT_LOSS(params, LLAMA_STYLE, sft.SFTBatch.from_arrays(row))
     assert float(leaked["tokens"]) == float(metrics["tokens"])
 
 
@@ -164,7 +166,7 @@ def test_batch_without_segments_defaults_to_input_mask():
     np.testing.assert_array_equal(batch.segment_ids, arrays["input_mask"])
     direct = sft.SFTBatch(arrays["tokens"], arrays["input_mask"], arrays["loss_mask"])
     np.testing.assert_array_equal(direct.segment_ids, arrays["input_mask"])
-    packed = sft.SFTBatch.from_arrays({k: v for k, v in _packed_row(arrays).items()})
+    packed = sft.SFTBatch.from_arrays(_packed_row(arrays))
     np.testing.assert_array_equal(packed.input_mask, packed.segment_ids > 0)
 
 
@@ -177,7 +179,9 @@ def test_first_fit_decreasing_assignment():
 
 
 def test_first_fit_decreasing_rejects_long_item():
-    with pytest.raises(ValueError, match=r"item lengths must be in \[1, 10\]"):
+    with pytest.raises(
+        ValueError, match=r"item 1 has length 11, but item lengths must be in \[1, 10\]"
+    ):
         batching.first_fit_decreasing([3, 11], capacity=10)
 
 
@@ -201,7 +205,7 @@ def test_pack_keeps_every_example_whole(tok):
     assert len(packed["tokens"]) < len(examples)
     expected = sorted(
         tuple(tokens[mask > 0])
-        for tokens, mask in zip(tokenized["tokens"], tokenized["input_mask"])
+        for tokens, mask in zip(tokenized["tokens"], tokenized["input_mask"], strict=True)
     )
     found = []
     for row in range(len(packed["tokens"])):

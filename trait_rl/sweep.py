@@ -2,7 +2,7 @@
 
 A sweep file (configs/sweeps/*.py) defines `get_sweep() -> list[dict]`. Each dict describes one
 run: the key `name` (required) is the run's directory under the sweep workdir, the key `group`
-(optional, default: the name) says which runs are seeds of the same setting, and every other
+(optional, default: the name) marks the runs that are seeds of one setting, and every other
 key is a dotted config field with its value, for example `{"name": "ppo_seed1", "group": "ppo",
 "rl.algorithm": "ppo", "seed": 1, "data.seed": 1}`.
 
@@ -32,7 +32,7 @@ PIPELINE_SCRIPT = "scripts/run_pipeline.py"
 
 
 class SweepError(ValueError):
-    """An invalid sweep file or run; the message names the sweep file and the run."""
+    """Error for an invalid sweep file or run. The message names the sweep file and the run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _load_module(path: pathlib.Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not callable(getattr(module, "get_sweep", None)):
-        raise SweepError(f"{path}: defines no get_sweep(); it must return a list of run dicts")
+        raise SweepError(f"{path}: get_sweep() not found; define it to return a list of run dicts")
     return module
 
 
@@ -120,7 +120,8 @@ def _field_line(sweep_path: pathlib.Path, field: str) -> str:
 
 
 def set_field(config: ml_collections.ConfigDict, field: str, value: Any) -> None:
-    """Set the dotted `field` of `config` to `value`; unknown fields and bad types raise.
+    """Set the dotted `field` of `config` to `value`; raise KeyError for an unknown field
+    and TypeError for a section or a value of the wrong type.
 
     Only leaf fields can be set, because a scheduler command line (`--config.a.b=v`) can only
     override leaves.
@@ -135,10 +136,19 @@ def set_field(config: ml_collections.ConfigDict, field: str, value: Any) -> None
                            f"(known: {', '.join(known)})")  # fmt: skip
         if depth < len(parts) - 1:
             node = node[part]
-    if isinstance(node[parts[-1]], ml_collections.ConfigDict) or isinstance(value, Mapping):
-        raise TypeError(f"config field {field!r} is a section; override its leaves instead, for "
-                        f"example {field}.{next(iter(node[parts[-1]].keys()), 'x')}")  # fmt: skip
-    node[parts[-1]] = value
+    current = node[parts[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+        example = next(iter(current.keys()), "<leaf>")
+        raise TypeError(f"config field {field!r} is a section, so override its leaves, for "
+                        f"example {field}.{example}")  # fmt: skip
+    if isinstance(value, Mapping):
+        raise TypeError(f"invalid value {value!r} for config field {field!r}: a dict can only "
+                        "replace a section, and this field is a leaf")  # fmt: skip
+    try:
+        node[parts[-1]] = value
+    except TypeError:
+        expected = f"expected type {type(current).__name__}, like its default {current!r}"
+        raise TypeError(f"invalid value {value!r} for config field {field!r}: {expected}") from None
 
 
 def apply_overrides(
@@ -181,12 +191,23 @@ def run_configs(
     return configs
 
 
+def _literal(value: Any) -> str:
+    """Write a tuple element as a Python literal, strings in double quotes (valid for
+    `ast.literal_eval`, and readable inside the single quotes of a shell word)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, tuple | list):
+        return format_override_value(value)
+    return repr(value)
+
+
 def format_override_value(value: Any) -> str:
     """Format a value the way `ml_collections.config_flags` parses it back on a command line."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple | list):
-        return repr(tuple(value))
+        items = [_literal(item) for item in value]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
     if isinstance(value, float):
         return repr(value)
     return str(value)
@@ -269,7 +290,7 @@ def aggregate_sweep(
         }
     if not any(group["runs"] for group in groups.values()):
         raise SweepError(
-            f"{workdir}: no run has a {METRICS_FILE} yet; run the sweep (scripts/sweep.py "
+            f"{workdir}: no run has a {METRICS_FILE} yet. Run the sweep (scripts/sweep.py "
             "without --only_aggregate) or the printed commands first"
         )
     return groups

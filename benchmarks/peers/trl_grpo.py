@@ -2,10 +2,11 @@
 
   benchmarks/.venvs/trl/bin/python benchmarks/peers/trl_grpo.py [--warmup 3] [--repeats 10]
 
-Nothing is downloaded: the model comes from a LlamaConfig with random weights and is saved to a
-temporary folder (TRL loads the reference model from a path), and the tokenizer is a word-level
-one built here without BOS, so each prompt is exactly 32 tokens. `min_new_tokens` forces exactly
-32 new tokens. Generation and the reference forward are timed by wrapping the model methods.
+Nothing is downloaded. The model comes from a LlamaConfig with random weights and is saved to a
+temporary folder, because TRL loads the reference model from a path. The tokenizer is a
+word-level one built here without BOS, so each prompt is exactly 32 tokens. `min_new_tokens`
+forces exactly 32 new tokens. Generation and the reference forward are timed by wrapping the
+model methods.
 """
 
 import argparse
@@ -51,7 +52,7 @@ def build_model(path: str) -> None:
 
 
 def even_share_reward(completion_ids, **_):
-    """A cheap reward (share of even token ids), like the synthetic reward of our benchmark."""
+    """Score each completion by its share of even token ids, as cheap as our synthetic reward."""
     return [sum(1 for t in ids if t % 2 == 0) / max(len(ids), 1) for ids in completion_ids]
 
 

@@ -168,14 +168,19 @@ def _as_sequences(
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Assign items to bins of `capacity`; return each bin's item indices in placement order.
+    """Assign items to bins of `capacity` and return each bin's item indices in placement order.
 
     Items go longest first (ties in input order) into the first bin with room, so the result
     is deterministic.
     """
     lengths_N = np.asarray(lengths, dtype=np.int64)
-    if lengths_N.size and (lengths_N.max() > capacity or lengths_N.min() < 1):
-        raise ValueError(f"item lengths must be in [1, {capacity}]; got {lengths_N.tolist()}")
+    invalid = np.flatnonzero((lengths_N < 1) | (lengths_N > capacity))
+    if invalid.size:
+        first = int(invalid[0])
+        raise ValueError(
+            f"item {first} has length {int(lengths_N[first])}, but item lengths must be in "
+            f"[1, {capacity}]; truncate it or raise the capacity"
+        )
     remaining = np.zeros(len(lengths_N), dtype=np.int64)
     bins: list[list[int]] = []
     for item in np.argsort(-lengths_N, kind="stable").tolist():

@@ -43,13 +43,16 @@ def conventional_filter(response: str, record: PromptRecord) -> str:
 
 def arm_name(phase_dir: pathlib.Path, config: ml_collections.ConfigDict) -> str:
     """Name a phase directory's policy: `config.arm` for an RL phase, else the phase name."""
-    if phase_dir.name == RL_PHASE and config.get("arm"):
+    name = phase_dir.name
+    if name.startswith(checkpoints.RL_PREFIX):
+        return checkpoints.arm_of_rl_phase(name)
+    if name == RL_PHASE and config.get("arm"):
         return str(config.arm)
-    return phase_dir.name
+    return name
 
 
 def deploys_output_filter(phase_dir: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
-    """Whether the policy ships behind the keyword output filter.
+    """Return whether the policy ships behind the keyword output filter.
 
     The conventional phase writes the run's shared config, whose `arm` may name the RL arm, so
     its directory name marks it as well as `config.arm` does.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from trait_rl.data import batching
+from trait_rl.data import batching, io_utils
 from trait_rl.data.records import PromptRecord, to_dict
 from trait_rl.eval.results import EvalResult
 from trait_rl.model import sampling as sampling_lib
@@ -102,18 +102,20 @@ def evaluate_arm(
 
 
 def write_responses(path: str | pathlib.Path, results: Sequence[EvalResult]) -> None:
-    """Write one JSON line per judged response, so a report's numbers can be traced to text."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for result in results:
-            line = {
-                **to_dict(result.record),
-                "response": result.response,
-                "outcome": result.judgement.outcome,
-                "safe": bool(result.judgement.safe),
-                "malformed": bool(result.judgement.malformed),
-                "confidence": result.judgement.confidence,
-                "correct": result.judgement.correct,
-            }
-            f.write(json.dumps(line, sort_keys=True) + "\n")
+    """Write one JSON line per judged response, so a report's numbers can be traced to text.
+
+    The lines go to a temporary file that is renamed to `path` when complete.
+    """
+    lines = []
+    for result in results:
+        line = {
+            **to_dict(result.record),
+            "response": result.response,
+            "outcome": result.judgement.outcome,
+            "safe": bool(result.judgement.safe),
+            "malformed": bool(result.judgement.malformed),
+            "confidence": result.judgement.confidence,
+            "correct": result.judgement.correct,
+        }
+        lines.append(json.dumps(line, sort_keys=True) + "\n")
+    io_utils.write_bytes_atomic(path, "".join(lines).encode("utf-8"))

@@ -4,6 +4,7 @@ Each function takes plain numbers from metrics.json and writes one file, so a pl
 from a saved metrics file without the model.
 """
 
+import io
 import pathlib
 from collections.abc import Mapping, Sequence
 
@@ -14,13 +15,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from trait_rl.data import io_utils  # noqa: E402
+
 
 def _save(fig, path: pathlib.Path) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    # Rendered in memory first, so an interrupted write never leaves a truncated PNG.
+    return io_utils.write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_reliability(

@@ -10,6 +10,7 @@ import math
 import pathlib
 from collections.abc import Mapping
 
+from trait_rl.data import io_utils
 from trait_rl.eval import claims, plots
 
 SPLIT_ORDER = ("train", "heldout_family", "heldout_domain", "heldout_attack")
@@ -389,11 +390,12 @@ def write_report(workdir: str | pathlib.Path, metrics: Mapping) -> pathlib.Path:
     """Write metrics.json, plots/*.png and report.md under `workdir`; return the report path."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "metrics.json").write_text(
-        json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    # Both files go through a temporary name and a rename, so a crash leaves the previous
+    # complete file or none, never a truncated one.
+    metrics_text = json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    io_utils.write_bytes_atomic(workdir / "metrics.json", metrics_text.encode("utf-8"))
     plot_files = write_plots(metrics, workdir / "plots")
     relative = {name: str(path.relative_to(workdir)) for name, path in plot_files.items()}
     report_path = workdir / "report.md"
-    report_path.write_text(render_report(metrics, relative), encoding="utf-8")
+    io_utils.write_bytes_atomic(report_path, render_report(metrics, relative).encode("utf-8"))
     return report_path

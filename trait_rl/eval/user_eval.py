@@ -5,7 +5,7 @@ import logging
 import pathlib
 from collections.abc import Mapping, Sequence
 
-from trait_rl.data import datasets, jsonl
+from trait_rl.data import datasets, io_utils, jsonl
 from trait_rl.data import world as world_lib
 from trait_rl.data.records import PromptRecord
 from trait_rl.eval import arms, attack_templates, bootstrap, generate, trait_metrics
@@ -125,7 +125,8 @@ def run(
                 generate.write_responses(path, results)
     if output_dir:
         path = pathlib.Path(output_dir) / "summary.json"
-        path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        io_utils.write_bytes_atomic(path, text.encode("utf-8"))
     return summary
 
 

@@ -48,8 +48,9 @@ class SamplingConfig:
             )
         if set(self.banned_ids) & set(self.stop_ids):
             raise ValueError(
-                f"sampling.banned_ids={self.banned_ids} overlaps stop_ids={self.stop_ids}: a "
-                "banned stop token could never end a sequence; remove it from one of them"
+                f"invalid sampling.banned_ids={self.banned_ids}: it overlaps "
+                f"stop_ids={self.stop_ids}, and a banned stop token could never end a sequence; "
+                "remove the id from one of them"
             )
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
             raise ValueError(
@@ -107,7 +108,7 @@ def _filter_top_p(logits_BxV: jax.Array, p: float) -> jax.Array:
 
 
 def _ban(logits_BxV: jax.Array, banned_ids: tuple[int, ...]) -> jax.Array:
-    """Set the logits of banned ids to a large negative value; ids >= V are ignored."""
+    """Set the logits of banned ids to a large negative value, skipping ids outside the vocab."""
     vocab_size = logits_BxV.shape[-1]
     in_vocab = [i for i in banned_ids if i < vocab_size]
     if not in_vocab:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import pathlib
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from trait_rl.data import io_utils
 from trait_rl.training.train_state import TrainState
 
 PHASES = ("sft", "reward", "rl", "conventional")
@@ -35,7 +35,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"
 _ITEMS = ("params", "train")
-# What Orbax 0.12 and TensorStore raise for a step with missing, truncated or garbled files:
+# Exceptions of Orbax 0.12 and TensorStore for a step with missing, truncated or garbled files:
 # KeyError for a missing item, ValueError (JSONDecodeError included) for TensorStore read
 # errors and invalid metadata, OSError for missing files.
 RESTORE_ERRORS = (KeyError, ValueError, OSError)
@@ -127,16 +127,15 @@ def check_finite_state(state: TrainState, step: int) -> None:
     for (path, _), finite in zip(leaves_with_path, flags, strict=True):
         if not finite:
             raise FloatingPointError(
-                f"not saving the checkpoint of step {step}: "
-                f"{jax.tree_util.keystr(path)} contains NaN or Inf; the run stopped and the "
-                "last checkpoint on disk is the last finite one"
+                f"checkpoint of step {step} not saved because {jax.tree_util.keystr(path)} "
+                "contains NaN or Inf. The run stopped, and the newest checkpoint on disk is the "
+                "last finite one"
             )
 
 
 def _write_json_atomically(path: pathlib.Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=1, sort_keys=True) + "\n"
+    io_utils.write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def save_final(
@@ -343,5 +342,5 @@ def save_phase_files(
             source = pathlib.Path(tokenizer_path)
             if not source.is_file():
                 raise FileNotFoundError(f"tokenizer file not found: {source}")
-            shutil.copyfile(source, directory / source.name)
+            io_utils.write_bytes_atomic(directory / source.name, source.read_bytes())
     return directory

@@ -61,8 +61,7 @@ def clear() -> None:
 def _handle_signal(signum, frame) -> None:
     del frame
     logging.warning(
-        "received %s: saving a checkpoint at the next step boundary, then exiting with "
-        "status %d",
+        "received %s: saving a checkpoint at the next step boundary, then exiting with status %d",
         signal.Signals(signum).name,
         PREEMPTED_EXIT_CODE,
     )

@@ -209,6 +209,26 @@ def _checkpoint_state(state: TrainState, carry: RLCarry) -> TrainState:
     return dataclasses.replace(state, opt_state={"optimizer": state.opt_state, "rl": carry})
 
 
+def _restore_target(checkpoint_state: TrainState, mesh) -> TrainState:
+    """Return the restore target: single-device leaves become replicated over `mesh`.
+
+    A fresh state's step, RNG and carry are uncommitted single-device arrays, which jit may move
+    next to the sharded params. Restored arrays are committed to their target sharding, so
+    leaving those on one device would make the update reject the mix of device sets.
+    """
+    replicated = (
+        None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    )
+
+    def target(leaf):
+        sharding = leaf.sharding
+        if replicated is not None and isinstance(sharding, jax.sharding.SingleDeviceSharding):
+            sharding = replicated
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+    return jax.tree.map(target, checkpoint_state)
+
+
 def train_rl(
     config,
     model_cfg: ModelConfig,
@@ -224,10 +244,9 @@ def train_rl(
     """Train the policy with GRPO or PPO on `prompts`; returns the final policy parameters.
 
     `workdir_phase` is WORKDIR/rl: an interrupted run resumes from its latest checkpoint.
-    NOTE: the RL steps declare no explicit shardings yet, so `mesh` is unused and jit places
-    arrays by the shardings of its inputs.
+    NOTE: the RL steps declare no explicit shardings yet, so jit places arrays by the shardings
+    of its inputs; `mesh` only gives the restored scalars and RNG a replicated sharding.
     """
-    del mesh
     rl = config.rl
     setup = _setup(config, tokenizer)
     is_ppo = setup.ppo_config is not None
@@ -243,7 +262,9 @@ def train_rl(
         lagrangian.init_lagrange_state(),
     )
     manager = checkpoints.open_manager(workdir_phase, rl)
-    restored = checkpoints.restore_latest(manager, _checkpoint_state(state, carry))
+    restored = checkpoints.restore_latest(
+        manager, _restore_target(_checkpoint_state(state, carry), mesh)
+    )
     if restored is not None:
         carry = restored.opt_state["rl"]
         state = dataclasses.replace(restored, opt_state=restored.opt_state["optimizer"])

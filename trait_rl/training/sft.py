@@ -31,9 +31,9 @@ class SFTBatch:
     """A batch of right-padded or packed rows; every field is int32 B x T.
 
     `loss_mask[b, t] = 1` when `tokens[b, t]` is a training target, predicted from the tokens
-    before it (response tokens and the eos). Position 0 is never a target. `segment_ids` numbers
-    the examples packed into a row (0 = padding). Left out, it defaults to `input_mask`: one
-    example per row. `input_mask` is `segment_ids > 0`.
+    before it (response tokens and the eos). The first token of a segment is never a target.
+    `segment_ids` numbers the examples packed into a row (0 = padding). Left out, it defaults
+    to `input_mask`, which means one example per row. `input_mask` is `segment_ids > 0`.
     """
 
     tokens: jax.Array
@@ -136,8 +136,8 @@ def packed_sft_arrays(
 ) -> dict[str, np.ndarray]:
     """Tokenize and pack `examples` into rows of `seq_len`; check that a batch can be filled.
 
-    Every SFT run (pretraining, instruction SFT, conventional SFT, malicious fine-tuning) trains
-    on these rows, so a step spends its compute on real tokens instead of padding.
+    `train_sft` trains on these rows, so that a step spends its compute on real tokens instead
+    of padding.
     """
     arrays = batching.tokenize_and_pack(tokenizer, examples, seq_len)
     rows = len(arrays["tokens"])
