@@ -1,4 +1,4 @@
-"""Convert a local Hugging Face GPT-2, Llama, Mistral or Qwen2 checkpoint for this project.
+"""Convert a local Hugging Face GPT-2, Llama, Mistral, Qwen2 or Gemma checkpoint for this project.
 
   python scripts/convert_hf_checkpoint.py --source=path/to/hf_model --output=runs/hf/qwen2
 

@@ -1,6 +1,6 @@
 """Judge a trained checkpoint on a prompt file and/or user attack templates.
 
-  python scripts/evaluate.py --checkpoint=runs/default/rl,runs/default/conventional \
+  python scripts/evaluate.py --checkpoint=runs/default/rl_trait_rl,runs/default/conventional \
       --prompts=my_prompts.jsonl --attack_templates=attacks.jsonl --output=runs/default/user_eval
 
 Prints the safe-behaviour rate per prompt family (prompt file) and per template family (attack
@@ -16,7 +16,7 @@ from trait_rl.eval import user_eval
 _CHECKPOINT = flags.DEFINE_multi_string(
     "checkpoint",
     None,
-    "Phase directory with a final checkpoint (for example WORKDIR/rl); repeat the flag or "
+    "Phase directory with a final checkpoint (for example WORKDIR/rl_trait_rl); repeat the flag or "
     "separate directories with commas to compare several arms.",
     required=True,
 )

@@ -18,3 +18,14 @@ def shared_data_dir() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"public evaluation data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def load_default_config(variant: str | None = None):
+    """Return configs/default.py's get_config(variant); configs/ is not a package."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
+    spec = importlib.util.spec_from_file_location("trait_rl_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)

@@ -1,20 +1,29 @@
 """Checkpoint reading, weight mapping and error messages of the Hugging Face import, without torch.
 
 Checkpoints here are written with numpy in Hugging Face's tensor naming, from parameters in this
-project's layout, so converting them back must return those parameters exactly.
+project's layout, so converting them back must return those parameters exactly. The last section
+checks the model switches that the conversion relies on (embed_scale for Gemma, qkv_bias for
+Qwen2).
 """
 
+import dataclasses
 import json
 import struct
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import ml_dtypes
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from configs import default
+from trait_rl import configuration
 from trait_rl.convert import hf_checkpoint, hf_families, safetensors_io
 from trait_rl.data import hf_tokenizer
+from trait_rl.model import transformer
+from trait_rl.model.config import ModelConfig
 
 LLAMA_CONFIG = {
     "model_type": "llama",
@@ -36,8 +45,6 @@ LLAMA_CONFIG = {
 
 def random_params(cfg, seed=0) -> dict:
     """Parameters shaped like init_params, with random values everywhere (norm scales too)."""
-    from trait_rl.model import transformer
-
     shapes = jax.eval_shape(lambda rng: transformer.init_params(rng, cfg), jax.random.key(0))
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
@@ -201,14 +208,52 @@ def test_wrong_shape_named(tmp_path):
 def test_bias_free_tied_config():
     cfg = hf_families.model_config_from_hf({**LLAMA_CONFIG, "tie_word_embeddings": True})
     assert cfg.tie_embeddings and not cfg.use_bias
+
+
+def test_qwen2_config_has_qkv_bias_only():
     qwen = hf_families.model_config_from_hf({**LLAMA_CONFIG, "model_type": "qwen2"})
-    assert qwen.use_bias
+    assert qwen.qkv_bias
+    assert not qwen.use_bias
+    assert [qwen.has_bias(p) for p in ("q", "k", "v", "o", "up")] == [True] * 3 + [False] * 2
+
+
+def test_gemma_config_switches():
+    gemma = {**LLAMA_CONFIG, "model_type": "gemma", "hidden_act": "gelu", "head_dim": 8}
+    del gemma["tie_word_embeddings"]
+    cfg = hf_families.model_config_from_hf(gemma)
+    assert cfg.embed_scale
+    assert cfg.mlp_activation == "geglu"
+    assert cfg.tie_embeddings
+    assert cfg.head_dim == 8
+    assert not cfg.use_bias
+    assert not cfg.qkv_bias
+    del gemma["head_dim"]
+    assert hf_families.model_config_from_hf(gemma).head_dim == 256
+
+
+def test_gemma_norm_scales_get_one_added(tmp_path):
+    gemma = {**LLAMA_CONFIG, "model_type": "gemma", "hidden_act": "gelu_pytorch_tanh"}
+    cfg, params = write_llama_dir(tmp_path, gemma)
+    converted_cfg, converted = hf_checkpoint.convert_params(tmp_path)
+    assert converted_cfg == cfg
+    for path in (("layers", "attn_norm"), ("layers", "mlp_norm"), ("final_norm",)):
+        expected, actual = params, converted
+        for key in path:
+            expected, actual = expected[key], actual[key]
+        np.testing.assert_allclose(actual["scale"], expected["scale"] + 1.0, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(
+        converted["layers"]["attn"]["q"]["kernel"], params["layers"]["attn"]["q"]["kernel"]
+    )
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model_type": "gemma"}, r"sqrt\(embed_dim\)"),
+        ({"model_type": "gemma", "hidden_activation": "silu"}, "activation 'silu'"),
+        (
+            {"model_type": "gemma", "hidden_act": "gelu", "use_bidirectional_attention": True},
+            "bidirectional",
+        ),
         ({"model_type": "phi3"}, "model_type 'phi3'"),
         ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope scaling type 'llama3'"),
         ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "'yarn'"),
@@ -297,3 +342,103 @@ def test_tokenizer_rejects_out_of_vocab_eos(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 40}))
     with pytest.raises(ValueError, match="eos_id=40 is outside the vocabulary"):
         hf_tokenizer.HFTokenizer.load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- model switches
+
+SWITCH_TINY = ModelConfig(
+    vocab_size=40,
+    num_layers=2,
+    embed_dim=16,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    mlp_dim=24,
+    max_len=32,
+)
+
+
+def _switch_batch():
+    tokens_BxT = np.random.default_rng(3).integers(1, SWITCH_TINY.vocab_size, size=(2, 7))
+    input_mask_BxT = np.ones((2, 7), np.int32)
+    input_mask_BxT[1, :3] = 0
+    return jnp.asarray(tokens_BxT), jnp.asarray(input_mask_BxT)
+
+
+def test_embed_scale_multiplies_inputs_only():
+    scaled_cfg = dataclasses.replace(SWITCH_TINY, embed_scale=True, mlp_activation="geglu")
+    params = random_params(scaled_cfg, seed=1)
+    # The same network without the switch: a table pre-multiplied by sqrt(D) and an untied head
+    # that keeps the unscaled table.
+    plain_cfg = dataclasses.replace(scaled_cfg, embed_scale=False, tie_embeddings=False)
+    table_VxD = params["embed"]["embedding"]
+    plain = {
+        **params,
+        "embed": {"embedding": table_VxD * np.float32(np.sqrt(SWITCH_TINY.embed_dim))},
+        "lm_head": {"kernel": np.ascontiguousarray(table_VxD.T)},
+    }
+    tokens_BxT, input_mask_BxT = _switch_batch()
+    scaled_BxTxV, _ = transformer.forward(params, scaled_cfg, tokens_BxT, input_mask_BxT)
+    plain_BxTxV, _ = transformer.forward(plain, plain_cfg, tokens_BxT, input_mask_BxT)
+    unscaled_BxTxV, _ = transformer.forward(
+        params, dataclasses.replace(scaled_cfg, embed_scale=False), tokens_BxT, input_mask_BxT
+    )
+    np.testing.assert_allclose(scaled_BxTxV, plain_BxTxV, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(scaled_BxTxV) - np.asarray(unscaled_BxTxV)).max() > 1e-2
+
+
+def test_qkv_bias_params_and_axes():
+    cfg = dataclasses.replace(SWITCH_TINY, qkv_bias=True)
+    params = jax.eval_shape(lambda rng: transformer.init_params(rng, cfg), jax.random.key(0))
+    axes = transformer.param_logical_axes(cfg)
+    attn, mlp = params["layers"]["attn"], params["layers"]["mlp"]
+    assert sorted(name for name in attn if "bias" in attn[name]) == ["k", "q", "v"]
+    assert not any("bias" in mlp[name] for name in mlp)
+    assert attn["q"]["bias"].shape == (2, 4, 8)
+    assert attn["k"]["bias"].shape == (2, 2, 8)
+    assert axes["layers"]["attn"]["k"]["bias"] == ("layers", "kv_heads", "head_dim")
+    shapes = jax.tree.structure(params)
+    assert jax.tree.structure(axes, is_leaf=lambda x: isinstance(x, tuple)) == shapes
+    assert cfg.num_params == sum(a.size for a in jax.tree.leaves(params))
+    assert cfg.num_params == SWITCH_TINY.num_params + 2 * (4 * 8 + 2 * 2 * 8)
+
+
+def test_qkv_bias_equals_use_bias_with_zero_others():
+    qkv_cfg = dataclasses.replace(SWITCH_TINY, qkv_bias=True)
+    params = random_params(qkv_cfg, seed=2)
+    all_cfg = dataclasses.replace(SWITCH_TINY, use_bias=True)
+    all_params = jax.tree.map(np.zeros_like, random_params(all_cfg))
+    for group in ("attn", "mlp"):
+        for name, dense in all_params["layers"][group].items():
+            dense["kernel"] = params["layers"][group][name]["kernel"]
+            if name in ("q", "k", "v"):
+                dense["bias"] = params["layers"][group][name]["bias"]
+    for key in ("embed", "final_norm"):
+        all_params[key] = params[key]
+    all_params["layers"]["attn_norm"] = params["layers"]["attn_norm"]
+    all_params["layers"]["mlp_norm"] = params["layers"]["mlp_norm"]
+    tokens_BxT, input_mask_BxT = _switch_batch()
+    qkv_BxTxV, _ = transformer.forward(params, qkv_cfg, tokens_BxT, input_mask_BxT)
+    all_BxTxV, _ = transformer.forward(all_params, all_cfg, tokens_BxT, input_mask_BxT)
+    np.testing.assert_allclose(qkv_BxTxV, all_BxTxV, rtol=1e-5, atol=1e-5)
+
+
+def test_switches_read_from_config():
+    config = default.get_config("tiny")
+    assert not ModelConfig.from_config(config.model, vocab_size=40).embed_scale
+    config.model.embed_scale = True
+    config.model.qkv_bias = True
+    cfg = ModelConfig.from_config(config.model, vocab_size=40)
+    assert cfg.embed_scale
+    assert cfg.qkv_bias
+    configuration.validate_model(config)
+
+
+@pytest.mark.parametrize("field", ["embed_scale", "qkv_bias"])
+def test_switches_reject_non_bool(field):
+    with pytest.raises(ValueError, match=f"model.{field}='yes'"):
+        dataclasses.replace(SWITCH_TINY, **{field: "yes"})
+    section = default.get_config("tiny").to_dict()
+    section["model"][field] = "yes"
+    with pytest.raises(configuration.ConfigError, match=f"model.{field}='yes'"):
+        configuration.validate_model(ml_collections.ConfigDict(section))

@@ -120,7 +120,10 @@ def max_logit_diff(hf_model, converted_dir) -> float:
     return float(np.abs(np.asarray(logits_BxTxV)[real] - expected_BxTxV[real]).max())
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama_gqa", "llama_mqa_bias_tied", "qwen2", "mistral"])
+FAMILIES = ["gpt2", "llama_gqa", "llama_mqa_bias_tied", "qwen2", "mistral", "gemma"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_converted_logits_match(family, tmp_path):
     source, output = tmp_path / "hf", tmp_path / "converted"
     source.mkdir()
@@ -152,14 +155,6 @@ def test_bfloat16_checkpoint_converts(tmp_path):
         source, dtype=torch.float32, attn_implementation="eager"
     )
     assert max_logit_diff(reference.eval(), output) < ATOL
-
-
-def test_gemma_raises_not_implemented(tmp_path):
-    source = tmp_path / "hf"
-    source.mkdir()
-    save_random_model("gemma", source)
-    with pytest.raises(NotImplementedError, match=r"sqrt\(embed_dim\)"):
-        hf_checkpoint.convert_checkpoint(source, tmp_path / "converted")
 
 
 def test_tokenizer_matches_transformers(tmp_path):

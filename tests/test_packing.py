@@ -89,7 +89,7 @@ def test_positions_restart_per_segment():
 
 @pytest.mark.parametrize("cfg", [LLAMA_STYLE, GPT2_STYLE], ids=["llama_gqa", "gpt2"])
 def test_packed_logits_equal_separate_runs(cfg):
-    """Each example alone is its own right-padded row; right padding cannot change its logits."""
+    """Run each example alone in its own right-padded row, since right padding keeps its logits."""
     params = transformer.init_params(jax.random.key(0), cfg)
     arrays = _examples_arrays()
     row = _packed_row(arrays)
@@ -248,7 +248,9 @@ def test_pack_is_deterministic_and_accepts_lists(tok):
 def test_pack_truncates_like_tokenize_example(tok, prompt, response):
     example = TextExample(prompt=prompt, response=response, kind="qa", family="f", split="train")
     seq_len = 8
-    packed = batching.pack_examples(batching.tokenize_examples(tok, [example], 64), seq_len)
+    tokenized = batching.tokenize_examples(tok, [example], 64)
+    assert tokenized["input_mask"].sum() > seq_len, "the example must need truncation"
+    packed = batching.pack_examples(tokenized, seq_len)
     expected = batching.tokenize_example(tok, example, seq_len)
     assert len(packed["tokens"]) == 1
     np.testing.assert_array_equal(packed["tokens"][0], expected.tokens)

@@ -1,22 +1,12 @@
 """The main job end to end on a micro config, and the pipeline's own helpers."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
+from conftest import load_default_config as load_config
 
 from trait_rl import pipeline
 from trait_rl.data.records import PromptRecord
-
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-
-
-def load_config(variant: str | None = None):
-    spec = importlib.util.spec_from_file_location("default_config", CONFIGS / "default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
 
 
 def micro_config():

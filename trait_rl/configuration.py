@@ -4,11 +4,13 @@ Every check names the dotted field and repeats the bad value, so a typo on the c
 (`--config.rl.group_size=0`) fails at once with a message that says what to change.
 """
 
+import math
 from collections.abc import Sequence
 
 import ml_collections
 
 from trait_rl import TRAITS
+from trait_rl.data.tokenizer import MIN_VOCAB_SIZE
 
 ALGORITHMS = ("grpo", "ppo")
 KL_ESTIMATORS = ("k1", "k3")
@@ -46,16 +48,32 @@ def _positive_int(config, field: str) -> None:
         _fail(field, value, "a positive integer")
 
 
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def _non_negative(config, field: str) -> None:
     value = _get(config, field)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        _fail(field, value, "a number >= 0")
+    if not _is_number(value) or value < 0:
+        _fail(field, value, "a finite number >= 0")
+
+
+def _positive(config, field: str) -> None:
+    value = _get(config, field)
+    if not _is_number(value) or value <= 0:
+        _fail(field, value, "a finite number > 0")
 
 
 def _fraction(config, field: str) -> None:
     value = _get(config, field)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+    if not _is_number(value) or not 0 <= value <= 1:
         _fail(field, value, "a number in [0, 1]")
+
+
+def _boolean(config, field: str) -> None:
+    value = _get(config, field)
+    if not isinstance(value, bool):
+        _fail(field, value, "True or False")
 
 
 def _one_of(config, field: str, choices: Sequence[str]) -> None:
@@ -102,6 +120,8 @@ def validate_model(config) -> None:
     _one_of(config, "model.position_embedding", ("rope", "learned"))
     _one_of(config, "model.norm", ("rmsnorm", "layernorm"))
     _one_of(config, "model.mlp_activation", ("swiglu", "geglu", "gelu"))
+    for field in ("model.qkv_bias", "model.embed_scale"):
+        _boolean(config, field)
 
 
 def validate_mesh(config, device_count: int | None) -> None:
@@ -133,15 +153,31 @@ def validate_mesh(config, device_count: int | None) -> None:
         _fail("mesh", sizes, f"axis sizes whose product equals the {device_count} devices")
 
 
-def _data_parallel_size(config, device_count: int | None) -> int | None:
+def _mesh_sizes(config, device_count: int | None) -> dict[str, int] | None:
     if device_count is None:
         return None
     sizes = {axis: config.mesh[axis] for axis in MESH_AXES}
     fixed = 1
     for value in sizes.values():
         fixed *= value if value != -1 else 1
-    resolved = {a: (device_count // fixed if v == -1 else v) for a, v in sizes.items()}
-    return resolved["data"] * resolved["fsdp"]
+    return {a: (device_count // fixed if v == -1 else v) for a, v in sizes.items()}
+
+
+def _data_parallel_size(config, device_count: int | None) -> int | None:
+    sizes = _mesh_sizes(config, device_count)
+    return None if sizes is None else sizes["data"] * sizes["fsdp"]
+
+
+def validate_tensor_parallel(config, device_count: int | None) -> None:
+    """Check that the tensor axis splits the attention heads and the MLP evenly."""
+    sizes = _mesh_sizes(config, device_count)
+    if sizes is None or sizes["tensor"] == 1:
+        return
+    tensor = sizes["tensor"]
+    for field in ("num_heads", "num_kv_heads", "mlp_dim"):
+        value = config.model[field]
+        if value % tensor:
+            _fail("mesh.tensor", tensor, f"a divisor of model.{field}={value}")
 
 
 def validate_train(config, section: str, data_parallel: int | None) -> None:
@@ -171,6 +207,9 @@ def validate_rl(config, data_parallel: int | None) -> None:
         _positive_int(config, f"rl.{field}")
     for field in RL_NON_NEGATIVE:
         _non_negative(config, f"rl.{field}")
+    # Sampling divides the logits by the temperature, and top_p = 0 keeps no token.
+    _positive(config, "rl.temperature")
+    _positive(config, "rl.top_p")
     for field in ("top_p", "trait_mix", "gamma", "gae_lambda"):
         _fraction(config, f"rl.{field}")
     _one_of(config, "rl.kl_estimator", KL_ESTIMATORS)
@@ -207,6 +246,12 @@ def validate_eval(config) -> None:
 def validate_data(config) -> None:
     _positive_int(config, "data.num_entities")
     _positive_int(config, "data.vocab_size")
+    if config.data.vocab_size < MIN_VOCAB_SIZE:
+        _fail(
+            "data.vocab_size",
+            config.data.vocab_size,
+            f">= {MIN_VOCAB_SIZE} (256 byte pieces, special tokens and role markers)",
+        )
     _fraction(config, "data.unseen_entity_fraction")
     _fraction(config, "data.contested_fraction")
     _fraction(config, "data.trait_mix")
@@ -228,6 +273,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int | None = None)
         validate_arm(f"arms[{index}]", arm)
     validate_model(config)
     validate_mesh(config, device_count)
+    validate_tensor_parallel(config, device_count)
     data_parallel = _data_parallel_size(config, device_count)
     validate_data(config)
     for section in ("sft", "conventional", "reward"):

@@ -1,4 +1,4 @@
-"""Map Hugging Face GPT-2 and Llama-family checkpoints onto `ModelConfig` and `init_params` layout.
+"""Map Hugging Face GPT-2, Llama-family and Gemma checkpoints onto `ModelConfig` and `init_params`.
 
 Target layout (see `trait_rl.model.transformer.init_params`): layer weights are stacked on a
 leading L axis. Attention kernels are q D x H x K, k and v D x G x K, o H x K x D. MLP kernels are
@@ -7,9 +7,11 @@ up and gate D x F, down F x D, and an untied LM head is D x V.
 Source layouts: torch `nn.Linear` stores weight as out x in, so Llama-family kernels are
 transposed. GPT-2's `Conv1D` stores in x out, and its q, k and v are one fused `c_attn` matrix.
 Llama-family q/k weights in Hugging Face checkpoints are already ordered for the rotate-half rotary
-convention that this model uses, so no permutation is needed.
+convention that this model uses, so no permutation is needed. Gemma is a Llama-family layout whose
+RMSNorm multiplies by (1 + weight); the conversion stores 1 + weight as the model's norm scale.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -17,7 +19,7 @@ import numpy as np
 
 from trait_rl.model.config import ModelConfig
 
-SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral", "qwen2", "gemma")
 # Activations that equal the model's tanh-approximated GELU exactly.
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")
 # Non-parameter buffers that some checkpoints store (causal masks, rotary tables).
@@ -35,8 +37,8 @@ class TensorStore:
     def has(self, name: str) -> bool:
         return name in self._tensors
 
-    def take(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """Return tensor `name`, checked against `shape`, in the target dtype."""
+    def take(self, name: str, shape: tuple[int, ...], dtype=None) -> np.ndarray:
+        """Return tensor `name`, checked against `shape`, in `dtype` (default: the target dtype)."""
         if name not in self._tensors:
             raise ValueError(f"checkpoint tensor {name} is missing")
         array = self._tensors[name]
@@ -46,7 +48,12 @@ class TensorStore:
                 "from config.json; the weights and the config do not belong together"
             )
         self._used.add(name)
-        return np.asarray(array).astype(self._dtype)
+        return np.asarray(array).astype(dtype or self._dtype)
+
+    @property
+    def dtype(self):
+        """Target dtype of the converted parameters."""
+        return self._dtype
 
     def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.zeros(shape, self._dtype)
@@ -69,12 +76,6 @@ def _strip_prefix(name: str, prefixes: tuple[str, ...]) -> str:
 def check_supported(hf_config: dict) -> None:
     """Raise NotImplementedError naming the model feature a checkpoint needs and the model lacks."""
     model_type = hf_config.get("model_type")
-    if model_type == "gemma":
-        raise NotImplementedError(
-            "Gemma checkpoints need token embeddings multiplied by sqrt(embed_dim) before the "
-            "first block while the tied LM head uses the unscaled table; ModelConfig has no "
-            "such switch yet (Gemma's (1 + scale) RMSNorm would be folded into the weights)"
-        )
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise NotImplementedError(
             f"model_type {model_type!r} in config.json is not supported; "
@@ -82,6 +83,9 @@ def check_supported(hf_config: dict) -> None:
         )
     if model_type == "gpt2":
         _check_gpt2(hf_config)
+    elif model_type == "gemma":
+        _check_gemma(hf_config)
+        _check_rope(hf_config)
     else:
         _check_llama_family(hf_config)
 
@@ -107,6 +111,42 @@ def _check_llama_family(hf_config: dict) -> None:
         raise NotImplementedError(
             f"hidden_act={activation!r}: the gated MLP of Llama-family models needs silu (SwiGLU)"
         )
+    _check_rope(hf_config)
+    window = hf_config.get("sliding_window")
+    uses_window = hf_config.get("use_sliding_window", hf_config.get("model_type") == "mistral")
+    if uses_window and window is not None:
+        raise NotImplementedError(
+            f"sliding_window={window}: sliding-window attention is missing from the model"
+        )
+
+
+def _gemma_activation(hf_config: dict) -> str:
+    """Return the MLP activation of a Gemma config.json.
+
+    transformers 5.25 runs the legacy `hidden_act="gelu"` of the original Gemma releases as
+    tanh-approximated GELU, and so does this conversion.
+    """
+    # NOTE: `hidden_activation` (set in older Gemma config.json files) is taken over hidden_act,
+    # as older transformers releases did. That precedence is not tested against them here.
+    activation = hf_config.get("hidden_activation") or hf_config.get("hidden_act", "gelu")
+    return "gelu_pytorch_tanh" if activation == "gelu" else activation
+
+
+def _check_gemma(hf_config: dict) -> None:
+    activation = _gemma_activation(hf_config)
+    if activation not in _TANH_GELU:
+        raise NotImplementedError(
+            f"Gemma MLP activation {activation!r} (hidden_activation or hidden_act in "
+            f"config.json): the model's geglu MLP only has tanh-approximated GELU "
+            f"({', '.join(_TANH_GELU)})"
+        )
+    if hf_config.get("use_bidirectional_attention"):
+        raise NotImplementedError(
+            "Gemma use_bidirectional_attention=true: the model only has causal attention"
+        )
+
+
+def _check_rope(hf_config: dict) -> None:
     rope_type = _rope_parameters(hf_config).get("rope_type", "default")
     if rope_type != "default":
         raise NotImplementedError(
@@ -114,12 +154,6 @@ def _check_llama_family(hf_config: dict) -> None:
         )
     if hf_config.get("partial_rotary_factor", 1.0) != 1.0:
         raise NotImplementedError("partial_rotary_factor != 1: partial rotary embeddings")
-    window = hf_config.get("sliding_window")
-    uses_window = hf_config.get("use_sliding_window", hf_config.get("model_type") == "mistral")
-    if uses_window and window is not None:
-        raise NotImplementedError(
-            f"sliding_window={window}: sliding-window attention is missing from the model"
-        )
 
 
 def _rope_parameters(hf_config: dict) -> dict:
@@ -139,6 +173,8 @@ def model_config_from_hf(
     check_supported(hf_config)
     if hf_config["model_type"] == "gpt2":
         return _gpt2_config(hf_config, param_dtype, dtype)
+    if hf_config["model_type"] == "gemma":
+        return _gemma_config(hf_config, param_dtype, dtype)
     return _llama_config(hf_config, param_dtype, dtype)
 
 
@@ -184,13 +220,26 @@ def _llama_config(hf_config: dict, param_dtype: str, dtype: str) -> ModelConfig:
         position_embedding="rope",
         norm="rmsnorm",
         mlp_activation="swiglu",
-        # Qwen2 always has q/k/v biases; the model's biases are all-or-nothing, so the missing
-        # ones (o, MLP) are filled with zeros by `_torch_linear`.
-        use_bias=bool(
-            hf_config["model_type"] == "qwen2"
-            or hf_config.get("attention_bias")
-            or hf_config.get("mlp_bias")
-        ),
+        # Qwen2 always has q/k/v biases and no others. Llama's attention_bias also covers o, and
+        # use_bias then adds MLP biases, which `_torch_linear` fills with zeros.
+        qkv_bias=hf_config["model_type"] == "qwen2",
+        use_bias=bool(hf_config.get("attention_bias") or hf_config.get("mlp_bias")),
+    )
+
+
+def _gemma_config(hf_config: dict, param_dtype: str, dtype: str) -> ModelConfig:
+    """Return the config of a first-generation Gemma: Llama-family, GeGLU, scaled embeddings.
+
+    A config.json without head_dim gets 256, the GemmaConfig default of transformers 5.25.
+    """
+    llama_like = {
+        **hf_config,
+        "head_dim": hf_config.get("head_dim", 256),
+        "tie_word_embeddings": hf_config.get("tie_word_embeddings", True),
+        "mlp_bias": False,
+    }
+    return dataclasses.replace(
+        _llama_config(llama_like, param_dtype, dtype), mlp_activation="geglu", embed_scale=True
     )
 
 
@@ -208,7 +257,9 @@ def params_from_hf(hf_config: dict, tensors: dict[str, np.ndarray], cfg: ModelCo
         params = _gpt2_params(store, cfg)
     else:
         store = TensorStore(tensors, ("model.",), cfg.weight_dtype)
-        params = _llama_params(store, cfg)
+        # Gemma's RMSNorm multiplies by (1 + weight), so its scales are stored with 1 added.
+        scale_offset = 1.0 if hf_config["model_type"] == "gemma" else 0.0
+        params = _llama_params(store, cfg, scale_offset)
     leftovers = store.unused()
     if leftovers:
         raise ValueError(
@@ -249,32 +300,41 @@ def _torch_linear(
     return dense
 
 
-def _llama_params(store: TensorStore, cfg: ModelConfig) -> dict:
+def _rms_norm(store: TensorStore, name: str, d: int, scale_offset: float) -> dict:
+    """Return an RMSNorm scale, adding `scale_offset` in float32 before casting to the target."""
+    weight_D = store.take(f"{name}.weight", (d,), np.float32)
+    return {"scale": (weight_D + np.float32(scale_offset)).astype(store.dtype)}
+
+
+def _llama_params(store: TensorStore, cfg: ModelConfig, scale_offset: float = 0.0) -> dict:
     d, h, g, k, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
-    bias = cfg.use_bias
+
+    def linear(name: str, projection: str, in_dim: int, kernel_shape: tuple, bias_shape: tuple):
+        bias = cfg.has_bias(projection)
+        return _torch_linear(store, name, in_dim, kernel_shape, bias_shape, bias)
 
     def layer(index: int) -> dict:
         prefix = f"layers.{index}."
         attn, mlp = prefix + "self_attn.", prefix + "mlp."
         return {
-            "attn_norm": {"scale": store.take(prefix + "input_layernorm.weight", (d,))},
+            "attn_norm": _rms_norm(store, prefix + "input_layernorm", d, scale_offset),
             "attn": {
-                "q": _torch_linear(store, attn + "q_proj", d, (d, h, k), (h, k), bias),
-                "k": _torch_linear(store, attn + "k_proj", d, (d, g, k), (g, k), bias),
-                "v": _torch_linear(store, attn + "v_proj", d, (d, g, k), (g, k), bias),
-                "o": _torch_linear(store, attn + "o_proj", h * k, (h, k, d), (d,), bias),
+                "q": linear(attn + "q_proj", "q", d, (d, h, k), (h, k)),
+                "k": linear(attn + "k_proj", "k", d, (d, g, k), (g, k)),
+                "v": linear(attn + "v_proj", "v", d, (d, g, k), (g, k)),
+                "o": linear(attn + "o_proj", "o", h * k, (h, k, d), (d,)),
             },
-            "mlp_norm": {"scale": store.take(prefix + "post_attention_layernorm.weight", (d,))},
+            "mlp_norm": _rms_norm(store, prefix + "post_attention_layernorm", d, scale_offset),
             "mlp": {
-                "gate": _torch_linear(store, mlp + "gate_proj", d, (d, f), (f,), bias),
-                "up": _torch_linear(store, mlp + "up_proj", d, (d, f), (f,), bias),
-                "down": _torch_linear(store, mlp + "down_proj", f, (f, d), (d,), bias),
+                "gate": linear(mlp + "gate_proj", "gate", d, (d, f), (f,)),
+                "up": linear(mlp + "up_proj", "up", d, (d, f), (f,)),
+                "down": linear(mlp + "down_proj", "down", f, (f, d), (d,)),
             },
         }
 
     params = _embeddings(store, cfg, "embed_tokens.weight", "lm_head.weight")
     params["layers"] = _stack_layers(cfg, layer)
-    params["final_norm"] = {"scale": store.take("norm.weight", (d,))}
+    params["final_norm"] = _rms_norm(store, "norm", d, scale_offset)
     return params
 
 

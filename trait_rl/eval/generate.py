@@ -54,7 +54,10 @@ def greedy_responses(
     if batch_size < 1:
         raise ValueError(f"eval.batch_size must be >= 1; got {batch_size}")
     sampling = sampling_lib.SamplingConfig(
-        max_new_tokens=max_new_tokens, greedy=True, stop_ids=(tokenizer.eos_id,)
+        max_new_tokens=max_new_tokens,
+        greedy=True,
+        stop_ids=(tokenizer.eos_id,),
+        banned_ids=(sampling_lib.PAD_ID, tokenizer.bos_id),
     )
     length = prompt_length(model_cfg, max_new_tokens)
     # Greedy decoding ignores the key; one fixed key keeps the call signature uniform.

@@ -10,7 +10,6 @@ from typing import TypeVar
 
 import ml_collections
 
-from trait_rl.data import batching
 from trait_rl.data.records import PromptRecord, TextExample
 from trait_rl.eval import generate
 from trait_rl.eval.results import EvalResult
@@ -65,8 +64,9 @@ def attack_and_evaluate(
     if steps[-1] == 0:
         return results
     train_config = attack_train_config(config)
-    arrays = batching.tokenize_examples(tokenizer, malicious_examples, train_config.seq_len)
-    batching.steps_per_epoch(len(arrays["tokens"]), train_config.batch_size)
+    arrays = sft.packed_sft_arrays(
+        tokenizer, malicious_examples, train_config.seq_len, train_config.batch_size
+    )
     tx = optimizer.make_optimizer(train_config, prefix)
     state, shardings = train_state.train_state_from_params(
         params, config.seed, tx, mesh, sft.policy_shardings(config, model_cfg, mesh)

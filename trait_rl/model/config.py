@@ -32,6 +32,8 @@ class ModelConfig:
     norm: str = "rmsnorm"
     mlp_activation: str = "swiglu"
     use_bias: bool = False
+    embed_scale: bool = False
+    qkv_bias: bool = False
 
     def __post_init__(self):
         _check_positive(self, ("vocab_size", "num_layers", "embed_dim", "num_heads", "mlp_dim"))
@@ -64,6 +66,19 @@ class ModelConfig:
         if not self.norm_eps > 0:
             raise ValueError(f"invalid model.norm_eps={self.norm_eps}: it must be > 0")
 
+        for name in ("embed_scale", "qkv_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"invalid model.{name}={getattr(self, name)!r}: expected True or False"
+                )
+
+    def has_bias(self, projection: str) -> bool:
+        """Return whether a projection ("q", "k", "v", "o", "up", "gate", "down") has a bias.
+
+        `use_bias` puts biases on every projection (GPT-2), `qkv_bias` on q, k and v only (Qwen2).
+        """
+        return self.use_bias or (self.qkv_bias and projection in ("q", "k", "v"))
+
     @property
     def activation_dtype(self) -> Any:
         """Dtype of activations and matmul inputs."""
@@ -85,8 +100,10 @@ class ModelConfig:
             self.mlp_dim,
         )
         bias = int(self.use_bias)
+        qkv_bias = int(self.use_bias or self.qkv_bias)
         norm_size = d * (2 if self.norm == "layernorm" else 1)
-        attention = d * h * k + 2 * d * g * k + h * k * d + bias * (h * k + 2 * g * k + d)
+        attention = d * h * k + 2 * d * g * k + h * k * d
+        attention += qkv_bias * (h * k + 2 * g * k) + bias * d
         gated = self.mlp_activation in ("swiglu", "geglu")
         mlp_inputs = 2 if gated else 1
         mlp = (mlp_inputs + 1) * d * f + bias * (mlp_inputs * f + d)

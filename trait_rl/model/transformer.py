@@ -69,11 +69,16 @@ def _init_norm(cfg: ModelConfig, leading: tuple[int, ...]) -> Params:
 
 
 def _init_dense(
-    rng: jax.Array, cfg: ModelConfig, shape: tuple[int, ...], fan_in: int, bias_shape
+    rng: jax.Array,
+    cfg: ModelConfig,
+    projection: str,
+    shape: tuple[int, ...],
+    fan_in: int,
+    bias_shape: tuple[int, ...],
 ) -> Params:
-    """Initialise a kernel with std 1/sqrt(fan_in) (LeCun normal) and an optional zero bias."""
+    """Initialise a kernel with std 1/sqrt(fan_in) (LeCun normal) and, if any, a zero bias."""
     dense = {"kernel": _normal(rng, shape, 1.0 / math.sqrt(fan_in), cfg.weight_dtype)}
-    if cfg.use_bias:
+    if cfg.has_bias(projection):
         dense["bias"] = jnp.zeros(bias_shape, cfg.weight_dtype)
     return dense
 
@@ -89,17 +94,17 @@ def _init_layers(rng: jax.Array, cfg: ModelConfig) -> Params:
     )
     keys = jax.random.split(rng, 7)
     attention = {
-        "q": _init_dense(keys[0], cfg, (n, d, h, k), d, (n, h, k)),
-        "k": _init_dense(keys[1], cfg, (n, d, g, k), d, (n, g, k)),
-        "v": _init_dense(keys[2], cfg, (n, d, g, k), d, (n, g, k)),
-        "o": _init_dense(keys[3], cfg, (n, h, k, d), h * k, (n, d)),
+        "q": _init_dense(keys[0], cfg, "q", (n, d, h, k), d, (n, h, k)),
+        "k": _init_dense(keys[1], cfg, "k", (n, d, g, k), d, (n, g, k)),
+        "v": _init_dense(keys[2], cfg, "v", (n, d, g, k), d, (n, g, k)),
+        "o": _init_dense(keys[3], cfg, "o", (n, h, k, d), h * k, (n, d)),
     }
     mlp = {
-        "up": _init_dense(keys[4], cfg, (n, d, f), d, (n, f)),
-        "down": _init_dense(keys[5], cfg, (n, f, d), f, (n, d)),
+        "up": _init_dense(keys[4], cfg, "up", (n, d, f), d, (n, f)),
+        "down": _init_dense(keys[5], cfg, "down", (n, f, d), f, (n, d)),
     }
     if cfg.mlp_activation in ("swiglu", "geglu"):
-        mlp["gate"] = _init_dense(keys[6], cfg, (n, d, f), d, (n, f))
+        mlp["gate"] = _init_dense(keys[6], cfg, "gate", (n, d, f), d, (n, f))
     return {
         "attn_norm": _init_norm(cfg, (n,)),
         "attn": attention,
@@ -135,9 +140,11 @@ def _norm_axes(cfg: ModelConfig, leading: tuple[str, ...]) -> dict[str, tuple[st
     return axes
 
 
-def _dense_axes(cfg: ModelConfig, kernel: tuple[str, ...], bias: tuple[str, ...]) -> dict:
+def _dense_axes(
+    cfg: ModelConfig, projection: str, kernel: tuple[str, ...], bias: tuple[str, ...]
+) -> dict:
     axes = {"kernel": kernel}
-    if cfg.use_bias:
+    if cfg.has_bias(projection):
         axes["bias"] = bias
     return axes
 
@@ -146,21 +153,23 @@ def param_logical_axes(cfg: ModelConfig) -> dict:
     """Return a pytree shaped like `init_params(rng, cfg)` whose leaves are logical axis names."""
     lay = ("layers",)
     attention = {
-        "q": _dense_axes(cfg, (*lay, "embed", "heads", "head_dim"), (*lay, "heads", "head_dim")),
+        "q": _dense_axes(
+            cfg, "q", (*lay, "embed", "heads", "head_dim"), (*lay, "heads", "head_dim")
+        ),
         "k": _dense_axes(
-            cfg, (*lay, "embed", "kv_heads", "head_dim"), (*lay, "kv_heads", "head_dim")
+            cfg, "k", (*lay, "embed", "kv_heads", "head_dim"), (*lay, "kv_heads", "head_dim")
         ),
         "v": _dense_axes(
-            cfg, (*lay, "embed", "kv_heads", "head_dim"), (*lay, "kv_heads", "head_dim")
+            cfg, "v", (*lay, "embed", "kv_heads", "head_dim"), (*lay, "kv_heads", "head_dim")
         ),
-        "o": _dense_axes(cfg, (*lay, "heads", "head_dim", "embed"), (*lay, "embed")),
+        "o": _dense_axes(cfg, "o", (*lay, "heads", "head_dim", "embed"), (*lay, "embed")),
     }
     mlp = {
-        "up": _dense_axes(cfg, (*lay, "embed", "mlp"), (*lay, "mlp")),
-        "down": _dense_axes(cfg, (*lay, "mlp", "embed"), (*lay, "embed")),
+        "up": _dense_axes(cfg, "up", (*lay, "embed", "mlp"), (*lay, "mlp")),
+        "down": _dense_axes(cfg, "down", (*lay, "mlp", "embed"), (*lay, "embed")),
     }
     if cfg.mlp_activation in ("swiglu", "geglu"):
-        mlp["gate"] = _dense_axes(cfg, (*lay, "embed", "mlp"), (*lay, "mlp"))
+        mlp["gate"] = _dense_axes(cfg, "gate", (*lay, "embed", "mlp"), (*lay, "mlp"))
     axes = {
         "embed": {"embedding": ("vocab", "embed")},
         "layers": {
@@ -244,12 +253,21 @@ def _mlp(mlp: Params, cfg: ModelConfig, x_BxTxD: jax.Array) -> jax.Array:
     return _dense(mlp["down"], cfg, "btf,fd->btd", hidden_BxTxF)
 
 
-def _write_cache(cache_BxSxGxK: jax.Array, new_BxTxGxK: jax.Array, index: jax.Array) -> jax.Array:
+def _write_layer_cache(
+    cache_LxBxSxGxK: jax.Array, new_BxTxGxK: jax.Array, layer: jax.Array, index: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Write one layer's new keys or values into the stacked cache; return that layer's slots.
+
+    The stacked cache goes through the layer scan as a carry, so XLA updates it in place. As
+    scanned inputs and outputs, every decode step copied the whole cache of every layer: the
+    sampler at batch 64 took 1.21 s per call that way and 0.87 s with the carry (medians of
+    three alternating runs, benchmarks/RESULTS.md).
+    """
     zero = jnp.zeros((), jnp.int32)
-    start = (zero, index.astype(jnp.int32), zero, zero)
-    return jax.lax.dynamic_update_slice(
-        cache_BxSxGxK, new_BxTxGxK.astype(cache_BxSxGxK.dtype), start
-    )
+    start = (layer.astype(jnp.int32), zero, index.astype(jnp.int32), zero, zero)
+    new_1xBxTxGxK = new_BxTxGxK[None].astype(cache_LxBxSxGxK.dtype)
+    cache_LxBxSxGxK = jax.lax.dynamic_update_slice(cache_LxBxSxGxK, new_1xBxTxGxK, start)
+    return cache_LxBxSxGxK, jax.lax.dynamic_index_in_dim(cache_LxBxSxGxK, layer, keepdims=False)
 
 
 def _block(
@@ -259,9 +277,14 @@ def _block(
     positions_BxT: jax.Array,
     allowed_BxTxS: jax.Array,
     kv_cache: tuple[jax.Array, jax.Array] | None,
+    layer_index: jax.Array,
     index: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Apply one pre-norm decoder block, writing this step's keys and values into the cache."""
+    """Apply one pre-norm decoder block, writing this step's keys and values into the cache.
+
+    `kv_cache` is the stacked (L x B x S x G x K) keys and values of all layers. This block
+    writes layer `layer_index` at slot `index` and attends over that layer's slots.
+    """
     attn = layer["attn"]
     h_BxTxD = _normalize(layer["attn_norm"], cfg, x_BxTxD)
     q_BxTxHxK = _dense(attn["q"], cfg, "btd,dhk->bthk", h_BxTxD)
@@ -274,9 +297,9 @@ def _block(
     if kv_cache is None:
         keys_BxSxGxK, values_BxSxGxK, new_cache = k_BxTxGxK, v_BxTxGxK, None
     else:
-        keys_BxSxGxK = _write_cache(kv_cache[0], k_BxTxGxK, index)
-        values_BxSxGxK = _write_cache(kv_cache[1], v_BxTxGxK, index)
-        new_cache = (keys_BxSxGxK, values_BxSxGxK)
+        k_LxBxSxGxK, keys_BxSxGxK = _write_layer_cache(kv_cache[0], k_BxTxGxK, layer_index, index)
+        v_LxBxSxGxK, values_BxSxGxK = _write_layer_cache(kv_cache[1], v_BxTxGxK, layer_index, index)
+        new_cache = (k_LxBxSxGxK, v_LxBxSxGxK)
 
     out_BxTxHxK = _attend(q_BxTxHxK, keys_BxSxGxK, values_BxSxGxK, allowed_BxTxS)
     x_BxTxD = x_BxTxD + _dense(attn["o"], cfg, "bthk,hkd->btd", out_BxTxHxK)
@@ -353,6 +376,10 @@ def _embed(
     params: Params, cfg: ModelConfig, tokens_BxT: jax.Array, positions_BxT: jax.Array
 ) -> jax.Array:
     x_BxTxD = params["embed"]["embedding"][tokens_BxT].astype(cfg.activation_dtype)
+    if cfg.embed_scale:
+        # Gemma multiplies in the activation dtype, so in bfloat16 the factor is rounded first
+        # (sqrt(3072) = 55.43 becomes 55.5). The tied LM head still reads the unscaled table.
+        x_BxTxD = x_BxTxD * jnp.asarray(math.sqrt(cfg.embed_dim), cfg.activation_dtype)
     if cfg.position_embedding == "learned":
         x_BxTxD = x_BxTxD + params["pos_embed"]["embedding"][positions_BxT].astype(
             cfg.activation_dtype
@@ -416,23 +443,26 @@ def backbone(
     if cache is None:
 
         def scan_block(x, layer):
-            x, _ = _block(
-                layer, cfg, x, positions_BxT, allowed_BxTxS, None, jnp.zeros((), jnp.int32)
-            )
+            zero = jnp.zeros((), jnp.int32)
+            x, _ = _block(layer, cfg, x, positions_BxT, allowed_BxTxS, None, zero, zero)
             return x, None
 
         x_BxTxD, _ = jax.lax.scan(scan_block, x_BxTxD, params["layers"])
         new_cache = None
     else:
 
-        def scan_cached_block(x, layer_and_kv):
-            layer, k_cache, v_cache = layer_and_kv
+        def scan_cached_block(carry, layer_and_index):
+            x, k_cache, v_cache = carry
+            layer, layer_index = layer_and_index
             kv = (k_cache, v_cache)
-            x, new_kv = _block(layer, cfg, x, positions_BxT, allowed_BxTxS, kv, cache["index"])
-            return x, new_kv
+            x, (k_cache, v_cache) = _block(
+                layer, cfg, x, positions_BxT, allowed_BxTxS, kv, layer_index, cache["index"]
+            )
+            return (x, k_cache, v_cache), None
 
-        xs = (params["layers"], cache["k"], cache["v"])
-        x_BxTxD, (k_LxBxSxGxK, v_LxBxSxGxK) = jax.lax.scan(scan_cached_block, x_BxTxD, xs)
+        carry = (x_BxTxD, cache["k"], cache["v"])
+        xs = (params["layers"], jnp.arange(cfg.num_layers, dtype=jnp.int32))
+        (x_BxTxD, k_LxBxSxGxK, v_LxBxSxGxK), _ = jax.lax.scan(scan_cached_block, carry, xs)
         new_cache = {
             "k": k_LxBxSxGxK,
             "v": v_LxBxSxGxK,

@@ -76,14 +76,14 @@ def train_loop(
             if manager is None:
                 continue
             stop = preemption.requested()
-            if stop or manager.should_save(step + 1):
-                # Checking waits for this step's metrics instead of reading them one step late.
-                report(*pending)
-                pending = None
+            if not stop and not manager.should_save(step + 1):
+                continue
+            # A save first waits for this step's metrics, so NaN parameters are never written.
+            report(*pending)
+            pending = None
             if stop:
                 preemption.save_and_stop(manager, directory, state)
-            if pending is None:
-                checkpoints.save(manager, state, force=True)
+            checkpoints.save(manager, state, force=True)
         if pending is not None:
             report(*pending)
     finally:

@@ -137,6 +137,7 @@ def _setup(config, tokenizer) -> _RunSetup:
         missing_stop_penalty=rl.missing_stop_penalty,
     )
     sampling_config = sampling.SamplingConfig(
+        banned_ids=(sampling.PAD_ID, tokenizer.bos_id),
         max_new_tokens=rl.max_new_tokens,
         temperature=rl.temperature,
         top_k=rl.top_k,
