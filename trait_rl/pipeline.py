@@ -20,7 +20,6 @@ from trait_rl.data.records import PromptRecord
 from trait_rl.data.world_data import PROMPT_SPLITS, WorldData, load_world_data
 from trait_rl.eval import generate, malicious, report, summary
 from trait_rl.eval.arms import conventional_filter
-from trait_rl.model.config import ModelConfig
 from trait_rl.parallel import mesh as mesh_lib
 from trait_rl.training import checkpoints, phase
 from trait_rl.training.metrics import MetricWriter
@@ -124,7 +123,7 @@ def run_pipeline(
 
     data = load_world_data(config.data, workdir)
     tokenizer = phase.load_or_train_tokenizer(config, workdir, data, "eval")
-    model_cfg = ModelConfig.from_config(config.model, tokenizer.vocab_size)
+    model_cfg = phase.model_config(config, tokenizer)
     mesh = mesh_lib.make_mesh(config.mesh)
     records = evaluation_records(data, config.eval.max_prompts_per_split)
 

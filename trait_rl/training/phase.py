@@ -37,8 +37,16 @@ def tokenizer_texts(data: WorldData) -> list[str]:
 
 def load_or_train_tokenizer(
     config: ml_collections.ConfigDict, workdir: str | os.PathLike, data: WorldData, phase: str
-) -> tokenizer_lib.Tokenizer:
-    """Load WORKDIR/tokenizer.model; only the sft phase may train it when it is missing."""
+):
+    """Load WORKDIR/tokenizer.model; only the sft phase may train it when it is missing.
+
+    With `model.init_from` (a converted Hugging Face checkpoint) the checkpoint's own tokenizer
+    is used instead, since the pretrained embeddings are indexed by its ids.
+    """
+    if config.model.init_from:
+        from trait_rl.data.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer.load(config.model.init_from)
     path = pathlib.Path(workdir) / TOKENIZER_FILE
     if path.is_file():
         return tokenizer_lib.Tokenizer.load(path)
@@ -47,6 +55,25 @@ def load_or_train_tokenizer(
         raise FileNotFoundError(f"tokenizer not found at {path}; rerun the sft phase")
     logging.info("training the tokenizer on the world's corpus into %s", path)
     return tokenizer_lib.train_tokenizer(tokenizer_texts(data), config.data.vocab_size, path)
+
+
+def model_config(config: ml_collections.ConfigDict, tokenizer) -> ModelConfig:
+    """Return the model config: config.model, or the converted checkpoint's with init_from."""
+    if config.model.init_from:
+        from trait_rl.convert import hf_checkpoint
+
+        return hf_checkpoint.load_model_config(config.model.init_from)
+    return ModelConfig.from_config(config.model, tokenizer.vocab_size)
+
+
+def initial_policy(config: ml_collections.ConfigDict, model_cfg: ModelConfig, mesh):
+    """Return the params SFT starts from: None (random init) or the converted checkpoint's."""
+    if not config.model.init_from:
+        return None
+    from trait_rl.convert import hf_checkpoint
+
+    shardings = sft.policy_shardings(config, model_cfg, mesh)
+    return hf_checkpoint.restore_params(config.model.init_from, model_cfg, shardings)
 
 
 def phase_directory_name(config: ml_collections.ConfigDict, phase: str) -> str:
@@ -105,8 +132,9 @@ def run_phase(
     mesh = mesh_lib.make_mesh(config.mesh)
     data = load_world_data(config.data, workdir)
     tokenizer = load_or_train_tokenizer(config, workdir, data, phase)
-    model_cfg = ModelConfig.from_config(config.model, tokenizer.vocab_size)
-    checkpoints.save_phase_files(directory, config, pathlib.Path(workdir) / TOKENIZER_FILE)
+    model_cfg = model_config(config, tokenizer)
+    tokenizer_path = None if config.model.init_from else pathlib.Path(workdir) / TOKENIZER_FILE
+    checkpoints.save_phase_files(directory, config, tokenizer_path)
     writer = MetricWriter(directory / "logs", enabled=jax.process_index() == 0)
     try:
         if phase == "sft":
@@ -114,7 +142,7 @@ def run_phase(
                 config,
                 config.sft,
                 model_cfg,
-                None,
+                initial_policy(config, model_cfg, mesh),
                 data.corpus + data.base_sft,
                 tokenizer,
                 directory,

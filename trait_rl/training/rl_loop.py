@@ -155,9 +155,10 @@ def _setup(config, tokenizer) -> _RunSetup:
 
 
 def _trait_scores(setup, judged, model_scores_fn, reward_params, batch, carry: RLCarry):
-    """Return (scores_Bx3 entering the reward, scored_Bx3, new carry)."""
+    """Return (scores_Bx3 entering the reward, scored_Bx3, raw_Bx3 before normalisation, carry)."""
     if setup.arm.reward_source == "oracle":
-        return jnp.asarray(judged.trait_scores_Bx3), jnp.asarray(judged.scored_Bx3), carry
+        scores_Bx3 = jnp.asarray(judged.trait_scores_Bx3)
+        return scores_Bx3, jnp.asarray(judged.scored_Bx3), scores_Bx3, carry
     raw_Bx3 = model_scores_fn(
         reward_params,
         batch.prompt_tokens_BxP,
@@ -168,15 +169,27 @@ def _trait_scores(setup, judged, model_scores_fn, reward_params, batch, carry: R
     scores_Bx3, moments = rl_rewards.normalize_trait_scores(
         raw_Bx3, carry.moments, setup.reward_config.normalization
     )
-    return scores_Bx3, jnp.ones_like(scores_Bx3), dataclasses.replace(carry, moments=moments)
+    carry = dataclasses.replace(carry, moments=moments)
+    return scores_Bx3, jnp.ones_like(scores_Bx3), raw_Bx3, carry
 
 
-def _reward_metrics(scores_Bx3, scored_Bx3, judged, sample, reward_B) -> dict[str, float]:
+def _reward_metrics(raw_Bx3, scored_Bx3, judged, sample, reward_B) -> dict[str, float]:
+    """Return the step's reward metrics.
+
+    `rl/reward/<trait>` is the trait score before normalisation (a batch-normalised score has
+    mean 0 by construction), and `rl/judge/<trait>` the programmatic judge's score of the same
+    responses, so reward-model over-optimisation shows as the two drifting apart.
+    """
     metrics = {"rl/reward": float(jnp.mean(reward_B))}
     for column, trait in enumerate(trait_rl.TRAITS):
         metrics[f"rl/reward/{trait}"] = float(
-            masked_mean(scores_Bx3[:, column], scored_Bx3[:, column])
+            masked_mean(raw_Bx3[:, column], scored_Bx3[:, column])
         )
+        judged_column = judged.scored_Bx3[:, column]
+        if judged_column.any():
+            metrics[f"rl/judge/{trait}"] = float(
+                np.sum(judged.trait_scores_Bx3[:, column] * judged_column) / judged_column.sum()
+            )
     metrics["rl/task_accuracy"] = float(np.mean(judged.correct_B))
     metrics["rl/malformed_rate"] = float(np.mean(judged.malformed_B))
     metrics["rl/truncated_rate"] = float(jnp.mean(sample.truncated_B.astype(jnp.float32)))
@@ -324,7 +337,7 @@ def train_rl(
             )
             texts = rollout.decode_completions(tokenizer, sample.tokens_BxN, mask_BxN)
             judged = rl_rewards.judge_responses(records, texts)
-            scores_Bx3, scored_Bx3, carry = _trait_scores(
+            scores_Bx3, scored_Bx3, raw_Bx3, carry = _trait_scores(
                 setup, judged, model_scores_fn, reward_params, batch, carry
             )
             trait_reward_B = rl_rewards.combine_trait_rewards_B(
@@ -341,7 +354,7 @@ def train_rl(
                 sample.truncated_B,
                 setup.reward_config,
             )
-            metrics = _reward_metrics(scores_Bx3, scored_Bx3, judged, sample, reward_B)
+            metrics = _reward_metrics(raw_Bx3, scored_Bx3, judged, sample, reward_B)
 
             if is_ppo:
                 ppo_batch = batch_fn(state.params, batch, reward_B, carry.kl_controller.coef)
