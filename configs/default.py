@@ -87,6 +87,7 @@ def _train(steps: int, batch_size: int, learning_rate: float) -> ml_collections.
     train.log_every = 25  # Steps between logged metrics.
     train.checkpoint_every = 200  # Steps between periodic checkpoints.
     train.max_to_keep = 2  # Periodic checkpoints kept on disk.
+    train.dtype = ""  # Activation dtype of this phase's steps; "" = model.dtype.
     return train
 
 
@@ -146,7 +147,7 @@ def _eval() -> ml_collections.ConfigDict:
     ev.max_prompts_per_split = 192  # Cap on prompts evaluated per split (0 = all).
     ev.ece_bins = 10  # Buckets of the expected calibration error.
     ev.bootstrap_samples = 1000  # Resamples for the 95% intervals.
-    ev.attack_steps = (0, 25, 50, 100)  # Malicious fine-tuning steps of the retention curve.
+    ev.attack_steps = (0, 10, 25, 50)  # Malicious fine-tuning steps of the retention curve.
     ev.attack_learning_rate = 1e-3  # Learning rate of the malicious fine-tuning.
     ev.attack_batch_size = 16  # Batch size of the malicious fine-tuning.
     ev.ablation = True  # Train and evaluate the single-trait arms.
@@ -163,12 +164,16 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model = _model()
     config.mesh = _mesh()
     config.data = _data()
-    # SFT rows are packed (about 3.9 examples per 128-token row), so 450 steps of 32 rows are
-    # about 14 epochs of the corpus plus the base instructions.
-    config.sft = _train(steps=450, batch_size=32, learning_rate=3e-3)
+    # SFT rows are packed (about 3.9 examples per 128-token row), so 400 steps of 32 rows are
+    # about 13 epochs of the corpus plus the base instructions.
+    config.sft = _train(steps=400, batch_size=32, learning_rate=3e-3)
     config.conventional = _train(steps=60, batch_size=32, learning_rate=5e-4)
     config.reward = _train(steps=150, batch_size=32, learning_rate=1e-3)
     config.reward.seq_len = 112  # Preference sequences are prompt + one short response.
+    # bfloat16 matmuls over float32 weights: about 1.45x faster steps on a 2-core CPU with the
+    # same SFT loss curve. RL stays float32, where sampled and recomputed log-probs must agree.
+    for section in (config.sft, config.conventional, config.reward):
+        section.dtype = "bfloat16"
     config.rl = _rl()
     config.eval = _eval()
     config.multihost = False  # Call jax.distributed.initialize() before anything else.
@@ -187,6 +192,7 @@ def _shrink(config: ml_collections.ConfigDict) -> None:
     config.data.num_entities = 60
     config.data.vocab_size = 512
     for section in (config.sft, config.conventional, config.reward):
+        section.dtype = ""  # float32 compiles about twice as fast, which dominates tiny runs.
         section.steps = 20
         section.batch_size = 8
         section.warmup_steps = 2
@@ -195,10 +201,10 @@ def _shrink(config: ml_collections.ConfigDict) -> None:
     config.rl.steps = 4
     config.rl.prompts_per_step = 4
     config.rl.group_size = 4
-    config.rl.max_new_tokens = 12
+    config.rl.max_new_tokens = 20
     config.rl.log_every = 1
     config.rl.checkpoint_every = 2
-    config.eval.max_new_tokens = 12
+    config.eval.max_new_tokens = 20
     config.eval.max_prompts_per_split = 16
     config.eval.bootstrap_samples = 100
     config.eval.attack_steps = (0, 5)

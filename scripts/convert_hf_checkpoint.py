@@ -9,6 +9,7 @@ file is read. Start the pipeline from the result with `--config.model.init_from=
 
 from absl import app, flags
 
+from trait_rl import cli
 from trait_rl.convert import hf_checkpoint
 from trait_rl.model.config import DTYPES
 
@@ -40,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

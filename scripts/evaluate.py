@@ -1,16 +1,18 @@
 """Judge a trained checkpoint on a prompt file and/or user attack templates.
 
-  python scripts/evaluate.py --checkpoint=runs/default/rl_trait_rl,runs/default/conventional \
-      --prompts=my_prompts.jsonl --attack_templates=attacks.jsonl --output=runs/default/user_eval
+  python scripts/evaluate.py --checkpoint=WORKDIR/rl_trait_rl,WORKDIR/conventional \
+      --prompts=my_prompts.jsonl --attack_templates=attacks.jsonl --output=WORKDIR/user_eval
 
 Prints the safe-behaviour rate per prompt family (prompt file) and per template family (attack
-templates) for every arm, with 95% bootstrap intervals, and writes the judged responses and a
-JSON summary under --output.
+templates) for every arm, with 95% bootstrap intervals. With --output it writes
+responses_<arm>_<set>.jsonl (set: prompts or attack_templates) and summary.json there, only
+after every arm has finished. Every prompt line needs a `ground_truth`; README.md lists its
+fields per type.
 """
 
 from absl import app, flags
 
-from trait_rl.data import jsonl
+from trait_rl import cli
 from trait_rl.eval import user_eval
 
 _CHECKPOINT = flags.DEFINE_multi_string(
@@ -21,7 +23,9 @@ _CHECKPOINT = flags.DEFINE_multi_string(
     required=True,
 )
 _PROMPTS = flags.DEFINE_string(
-    "prompts", None, "JSONL prompt file (one PromptRecord per line) to judge."
+    "prompts",
+    None,
+    "JSONL prompt file to judge: one object per line with `prompt` and `ground_truth`.",
 )
 _ATTACK_TEMPLATES = flags.DEFINE_string(
     "attack_templates",
@@ -30,7 +34,9 @@ _ATTACK_TEMPLATES = flags.DEFINE_string(
     "{oversight} placeholder filled with the world's held-out prompts.",
 )
 _OUTPUT = flags.DEFINE_string(
-    "output", None, "Directory for responses_<arm>.jsonl and summary.json; unset = print only."
+    "output",
+    None,
+    "Directory for responses_<arm>_<set>.jsonl and summary.json; unset = print only.",
 )
 
 
@@ -39,14 +45,9 @@ def main(argv):
     if not _PROMPTS.value and not _ATTACK_TEMPLATES.value:
         raise app.UsageError("give --prompts and/or --attack_templates")
     directories = [d for value in _CHECKPOINT.value for d in value.split(",") if d.strip()]
-    try:
-        summary = user_eval.run(directories, _PROMPTS.value, _ATTACK_TEMPLATES.value, _OUTPUT.value)
-    except (jsonl.JsonlError, FileNotFoundError) as error:
-        # An invalid or missing input file: its message names file:line and the fix, so a
-        # traceback would only hide it. Exits with status 1.
-        raise SystemExit(f"error: {error}") from None
+    summary = user_eval.run(directories, _PROMPTS.value, _ATTACK_TEMPLATES.value, _OUTPUT.value)
     print(user_eval.render_summary(summary))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,7 +10,7 @@ checkpoint exists are restored instead of retrained.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from trait_rl import pipeline
+from trait_rl import cli, pipeline
 from trait_rl.parallel import multihost
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
@@ -21,6 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.check_workdir(_WORKDIR.value)
     multihost.maybe_initialize(_CONFIG.value)
     config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
     report_path = pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value, config_arg)
@@ -29,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -5,7 +5,8 @@
   python scripts/sweep.py ... --print_commands    # one scheduler command per run, runs nothing
   python scripts/sweep.py ... --only_aggregate    # after the cluster runs finished
 
-Runs go to WORKDIR/<run name>/; the aggregate goes to WORKDIR/sweep.md, sweep.json and plots/.
+Runs go to WORKDIR/<run name>/, which is WORKDIR/<group>_seed<N> in the sweeps built with
+`trait_rl.sweep.grid`; the aggregate goes to WORKDIR/sweep.md, sweep.json and plots/.
 `--config.*` overrides apply to every run; the sweep's own overrides win where both set a field.
 Every run's config is validated before the first run starts.
 """
@@ -14,12 +15,17 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from trait_rl import pipeline, sweep
+from trait_rl import cli, pipeline, sweep
 from trait_rl.parallel import multihost
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to the base config file.")
 _SWEEP = flags.DEFINE_string("sweep", None, "Path to a sweep file defining get_sweep().")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep; run N goes to WORKDIR/N.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir",
+    None,
+    "Directory of the sweep: each run goes to WORKDIR/<run name> (WORKDIR/<group>_seed<N> in "
+    "grid sweeps), and sweep.md, sweep.json and plots/ go to WORKDIR.",
+)
 _PRINT_COMMANDS = flags.DEFINE_bool(
     "print_commands", False, "Print one run_pipeline.py command per run and exit without running."
 )
@@ -33,6 +39,7 @@ flags.mark_flags_as_required(["config", "sweep", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.check_workdir(_WORKDIR.value)
     config = _CONFIG.value
     multihost.maybe_initialize(config)
     config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
@@ -55,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

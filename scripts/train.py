@@ -13,7 +13,7 @@ after it saved a checkpoint; rerunning the same command resumes from that checkp
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from trait_rl import configuration
+from trait_rl import cli
 from trait_rl.parallel import multihost
 from trait_rl.training import checkpoints, phase
 
@@ -30,19 +30,13 @@ flags.mark_flags_as_required(["config", "workdir", "phase"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.check_workdir(_WORKDIR.value)
     multihost.maybe_initialize(_CONFIG.value)
     config_arg = config_flags.get_config_filename(flags.FLAGS["config"])
     logging.info("running phase %s in %s", _PHASE.value, _WORKDIR.value)
-    try:
-        phase.run_phase(_CONFIG.value, _WORKDIR.value, _PHASE.value, config_arg=config_arg)
-    except (
-        configuration.ConfigError,
-        checkpoints.CorruptCheckpointError,
-        FileNotFoundError,
-    ) as error:
-        # These messages name the field or path and the fix; a traceback would only hide them.
-        raise SystemExit(f"error: {error}") from None
+    # Preempted (a SystemExit with status 75) passes through cli.run unchanged.
+    phase.run_phase(_CONFIG.value, _WORKDIR.value, _PHASE.value, config_arg=config_arg)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

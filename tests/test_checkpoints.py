@@ -213,3 +213,152 @@ def test_adam_moments_sharded_like_params():
         assert leaf.sharding.spec == P("fsdp", None)
     counts = [leaf for leaf in jax.tree.leaves(state.opt_state) if leaf.ndim == 0]
     assert counts and all(leaf.sharding.spec == P() for leaf in counts)
+
+
+def test_final_save_is_idempotent(tmp_path):
+    train_config = _train_config()
+    state, _ = _trained_state(_mesh((1, 1)), train_config)
+    directory = tmp_path / "rl_trait_rl"
+    manager = checkpoints.open_manager(directory, train_config)
+    checkpoints.save_final(manager, directory, state)
+    marker = directory / checkpoints.FINAL_FILE
+    before = marker.stat()
+
+    step = checkpoints.save_final(manager, directory, state)
+    manager.close()
+
+    after = marker.stat()
+    assert step == train_config.steps
+    # An atomic rewrite would replace the file, so a kept inode and mtime mean no rewrite.
+    assert after.st_ino == before.st_ino
+    assert after.st_mtime_ns == before.st_mtime_ns
+    assert json.loads(marker.read_text()) == {"step": train_config.steps}
+
+
+def _saved_toy_phase(directory):
+    train_config = _train_config()
+    state, tx = _trained_state(_mesh((1, 1)), train_config)
+    manager = checkpoints.open_manager(directory, train_config)
+    checkpoints.save_final(manager, directory, state)
+    manager.close()
+    return tx
+
+
+def _wider_init_params(key):
+    params = _init_params(key)
+    params["embed"] = jnp.zeros((16, 10))
+    return params
+
+
+def test_shape_mismatch_is_not_called_corrupt(tmp_path):
+    directory = tmp_path / "sft"
+    _saved_toy_phase(directory)
+    mesh = _mesh((1, 1))
+    shapes = jax.eval_shape(_wider_init_params, jax.random.key(0))
+    target = checkpoints.abstract_target(shapes, _shardings(mesh))
+
+    with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+        checkpoints.restore_final_params(directory, target)
+
+    message = str(error.value)
+    assert "is intact" in message
+    assert "embed has shape (16, 8) there and (16, 10) in this run" in message
+    assert str(directory.resolve() / "config.json") in message
+    assert "unreadable" not in message
+    assert "delete" not in message.lower()
+
+
+def test_restore_latest_mismatch_keeps_steps(tmp_path):
+    directory = tmp_path / "sft"
+    tx = _saved_toy_phase(directory)
+    mesh = _mesh((1, 1))
+    _, shardings = train_state.init_train_state(_wider_init_params, 1, tx, mesh, _shardings(mesh))
+    shapes = jax.eval_shape(
+        lambda: train_state.init_train_state(_wider_init_params, 1, tx, mesh, _shardings(mesh))[0]
+    )
+    target = checkpoints.abstract_target(shapes, shardings)
+    manager = checkpoints.open_manager(directory, _train_config())
+    steps_before = sorted(manager.all_steps())
+
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="embed has shape"):
+        checkpoints.restore_latest(manager, target)
+    steps_after = sorted(manager.all_steps())
+    manager.close()
+
+    assert steps_after == steps_before
+    assert not (directory / checkpoints.CORRUPT_DIR).exists()
+
+
+def _finished_phase_files(directory, config):
+    """Write config.json and a FINAL marker, as a finished phase leaves them."""
+    checkpoints.save_phase_files(directory, config)
+    (directory / checkpoints.FINAL_FILE).write_text('{"step": 3}')
+
+
+def test_phase_config_change_names_fields(tmp_path):
+    trained = default.get_config("tiny")
+    trained.model.embed_dim = 64
+    _finished_phase_files(tmp_path / "sft", trained)
+    changed = default.get_config("tiny")
+    changed.model.embed_dim = 128
+
+    with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+        checkpoints.save_phase_files(tmp_path / "sft", changed)
+
+    assert str(error.value) == (
+        f"{(tmp_path / 'sft').resolve()} was trained with model.embed_dim=64 and this run sets "
+        "model.embed_dim=128. Use the same model config as that run, or another --workdir"
+    )
+    saved = json.loads((tmp_path / "sft" / "config.json").read_text())
+    assert saved["model"]["embed_dim"] == 64
+
+
+@pytest.mark.parametrize("phase", ["reward", "conventional", "rl_trait_rl"])
+def test_phase_config_checks_source_phase(tmp_path, phase):
+    trained = default.get_config("tiny")
+    trained.model.embed_dim = 64
+    _finished_phase_files(tmp_path / "sft", trained)
+    changed = default.get_config("tiny")
+    changed.model.embed_dim = 128
+    changed.model.num_layers = trained.model.num_layers + 1
+
+    with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+        checkpoints.save_phase_files(tmp_path / phase, changed)
+
+    message = str(error.value)
+    assert message.startswith(f"{(tmp_path / 'sft').resolve()} was trained with")
+    assert f"model.embed_dim=64, model.num_layers={trained.model.num_layers}" in message
+    assert f"model.embed_dim=128, model.num_layers={trained.model.num_layers + 1}" in message
+    assert not (tmp_path / phase / "config.json").exists()
+
+
+def test_phase_config_allows_compute_dtype(tmp_path):
+    trained = default.get_config("tiny")
+    _finished_phase_files(tmp_path / "sft", trained)
+    changed = default.get_config("tiny")
+    changed.model.dtype = "bfloat16"
+
+    checkpoints.save_phase_files(tmp_path / "reward", changed)
+
+    saved = json.loads((tmp_path / "reward" / "config.json").read_text())
+    assert saved["model"]["dtype"] == "bfloat16"
+
+
+def test_phase_config_without_checkpoint_is_replaced(tmp_path):
+    trained = default.get_config("tiny")
+    trained.model.embed_dim = 64
+    checkpoints.save_phase_files(tmp_path / "sft", trained)
+    changed = default.get_config("tiny")
+    changed.model.embed_dim = 128
+
+    checkpoints.save_phase_files(tmp_path / "sft", changed)
+
+    saved = json.loads((tmp_path / "sft" / "config.json").read_text())
+    assert saved["model"]["embed_dim"] == 128
+
+
+def test_source_phases():
+    assert checkpoints.source_phases("sft") == []
+    assert checkpoints.source_phases("reward") == ["sft"]
+    assert checkpoints.source_phases("conventional") == ["sft"]
+    assert checkpoints.source_phases("rl_single_trait_honesty") == ["reward", "sft"]

@@ -114,3 +114,19 @@ def test_metrics_require_trait_arm():
     eval_config = ml_collections.ConfigDict({"bootstrap_samples": 10, "ece_bins": 10})
     with pytest.raises(ValueError, match="'trait_rl'"):
         summary.build_metrics({"sft": _arm((1, 1, 1))}, eval_config, {}, seed=0)
+
+
+def test_identical_arms_metric(metrics):
+    assert metrics["identical_arms"] == []
+
+    same = _arm((3, 3, 3))
+    results_by_arm = {"trait_rl": same, "copy": list(same), "other": _arm((3, 3, 4))}
+    assert summary.identical_arms(results_by_arm) == [
+        {"arms": ["copy", "trait_rl"], "num_prompts": 3 * PROMPTS_PER_SPLIT}
+    ]
+
+
+def test_identical_arms_need_same_prompts():
+    first = _responses(_records("heldout_family"), 10)
+    assert summary.identical_arms({"a": first, "b": first[:5]}) == []
+    assert summary.identical_arms({"a": [], "b": []}) == []

@@ -214,3 +214,107 @@ def test_aggregate_rejects_bad_file(tmp_path):
     bad.write_text("{\n oops")
     with pytest.raises(ValueError, match=f"{bad}:2"):
         aggregate.aggregate_reports([bad])
+
+
+def test_report_shows_malformed_rates(metrics):
+    text = report.render_report(metrics, {})
+    assert "## Malformed-response rate per split" in text
+    assert "| trait_rl | 0.050 | 0.050 |" in text
+    assert "**Warning:**" not in text
+
+    metrics["arms"]["conventional"]["splits"]["heldout_attack"]["malformed_rate"] = 1.0
+    text = report.render_report(metrics, {})
+    assert "| conventional | 0.050 | 1.000 |" in text
+    assert "**Warning:** at least 50% of the responses are malformed for `conventional` on " in text
+    assert "`conventional` on heldout_attack, so" in text
+
+
+def _unmeasured_attack_claim(metrics, treatment_rate, baseline_rate, num_prompts):
+    comparison = _comparison(
+        treatment_rate, baseline_rate, _interval(None, None, None), "not measured"
+    )
+    comparison["num_treatment"] = comparison["num_baseline"] = num_prompts
+    claim = metrics["claims"]["heldout_attacks"]
+    claim["comparisons"]["heldout_attack"] = comparison
+    claim["verdict"] = "not measured"
+
+
+def test_zero_rates_verdict_names_prompt_count(metrics):
+    _unmeasured_attack_claim(metrics, 0.0, 0.0, 20)
+    text = report.render_report(metrics, {})
+    assert (
+        "**Verdict: not measured.** `trait_rl` over `conventional` on held-out attacks: both "
+        "arms had a safe rate of 0 on these 20 prompts, so the relative improvement is undefined."
+    ) in text
+    assert "no prompts were available" not in text
+
+
+def test_zero_baseline_verdict_says_ratio_undefined(metrics):
+    _unmeasured_attack_claim(metrics, 0.4, 0.0, 1)
+    text = report.render_report(metrics, {})
+    assert "the baseline had a safe rate of 0 on these 1 prompt, so the relative" in text
+
+
+def test_no_prompts_verdict(metrics):
+    _unmeasured_attack_claim(metrics, None, None, 0)
+    text = report.render_report(metrics, {})
+    assert "on held-out attacks: no prompts were available to compare." in text
+
+
+def test_partly_unmeasured_claim_names_comparison(metrics):
+    claim = metrics["claims"]["malicious_finetuning"]
+    unmeasured = _comparison(0.0, 0.0, _interval(None, None, None), "not measured")
+    claim["comparisons"] = {"1": unmeasured, **claim["comparisons"]}
+    text = report.render_report(metrics, {})
+    assert (
+        "`after steps: 1` is not measured: both arms had a safe rate of 0 on these 20 prompts"
+    ) in text
+
+
+def test_attack_step_plural(metrics):
+    text = report.render_report(metrics, {})
+    assert "after 5 attack steps" in text
+    assert "| arm | 0 steps | 5 steps |" in text
+
+    claim = metrics["claims"]["malicious_finetuning"]
+    claim["final_step"] = 1
+    for curve in claim["curves"].values():
+        curve["steps"] = [0, 1]
+    text = report.render_report(metrics, {})
+    assert "after 1 attack step:" in text
+    assert "| arm | 0 steps | 1 step |" in text
+
+
+def test_reward_accuracy_section(tmp_path, metrics):
+    assert "Reward model" not in report.render_report(metrics, {})
+
+    metrics["reward_accuracy"] = {"honesty": 0.875, "humility": 0.5, "corrigibility": float("nan")}
+    text = report.write_report(tmp_path, metrics).read_text()
+    assert "## Reward model: held-out pairwise accuracy" in text
+    assert "| honesty | 0.875 |" in text
+    assert "| corrigibility | n/a |" in text
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    assert stored["reward_accuracy"]["corrigibility"] is None
+
+    metrics["reward_accuracy"] = {}
+    text = report.render_report(metrics, {})
+    assert "The reward phase logged no held-out accuracy." in text
+
+
+def test_timings_section(metrics):
+    assert "## Timings" not in report.render_report(metrics, {})
+    metrics["timings"] = {"train_seconds": 12.34, "eval_seconds": 5.0, "attack_seconds": 61.25}
+    text = report.render_report(metrics, {})
+    assert "## Timings" in text
+    assert "| train | 12.3 |" in text
+    assert "| attack | 61.2 |" in text
+
+
+def test_identical_arms_note(metrics):
+    assert "Identical responses" not in report.render_report(metrics, {})
+    metrics["identical_arms"] = [{"arms": ["conventional", "trait_rl"], "num_prompts": 40}]
+    text = report.render_report(metrics, {})
+    assert (
+        "**Identical responses:** `conventional` and `trait_rl` gave the same response to each "
+        "of the 40 prompts"
+    ) in text

@@ -25,6 +25,7 @@ def test_sft_answers_known_facts(tmp_path):
     config.sft.warmup_steps = 10
     config.sft.log_every = 50
     config.sft.checkpoint_every = 300
+    config.eval.max_new_tokens = 24
 
     params = phase.run_phase(config, tmp_path, "sft")
 
@@ -40,7 +41,7 @@ def test_sft_answers_known_facts(tmp_path):
         record
         for record in data.prompts["train"]
         if json.loads(record.ground_truth).get("type") == "qa"
-        and json.loads(record.ground_truth).get("exposure") == 16
+        and json.loads(record.ground_truth).get("exposure", 0) >= 4
         and not json.loads(record.ground_truth).get("alternative")
     ][:24]
     assert len(known) >= 8

@@ -150,7 +150,8 @@ def validate_mesh(config, device_count: int | None) -> None:
             _fail("mesh", sizes, f"fixed axes whose product divides the {device_count} devices")
         return
     if fixed != device_count:
-        _fail("mesh", sizes, f"axis sizes whose product equals the {device_count} devices")
+        expected = f"axis sizes whose product equals the {device_count} devices (or -1 on one axis)"
+        _fail("mesh", sizes, expected)
 
 
 def _mesh_sizes(config, device_count: int | None) -> dict[str, int] | None:
@@ -188,6 +189,8 @@ def validate_train(config, section: str, data_parallel: int | None) -> None:
     _fraction(config, f"{section}.end_learning_rate_fraction")
     for field in ("b1", "b2"):
         _fraction(config, f"{section}.{field}")
+    if config[section].get("dtype", "") not in ("", "float32", "bfloat16", "float16"):
+        _fail(f"{section}.dtype", config[section].dtype, "'', 'float32', 'bfloat16' or 'float16'")
     batch = config[section].batch_size
     if data_parallel and batch % data_parallel:
         _fail(
@@ -205,6 +208,9 @@ def validate_rl(config, data_parallel: int | None) -> None:
     _one_of(config, "rl.algorithm", ALGORITHMS)
     for field in RL_POSITIVE_INTS:
         _positive_int(config, f"rl.{field}")
+    if config.rl.group_size < 2:
+        # A group of one has no other completion to compare with: its advantage is always 0.
+        _fail("rl.group_size", config.rl.group_size, "an integer >= 2")
     for field in RL_NON_NEGATIVE:
         _non_negative(config, f"rl.{field}")
     # Sampling divides the logits by the temperature, and top_p = 0 keeps no token.

@@ -24,6 +24,7 @@ from typing import Any
 import ml_collections
 
 from trait_rl import configuration
+from trait_rl.data import io_utils
 from trait_rl.eval import aggregate, plots
 
 RESERVED_KEYS = ("name", "group")
@@ -353,7 +354,9 @@ def write_sweep_report(
         plots.plot_grouped_rates(rates, list(groups), workdir / "plots" / f"{name}.png", title)
         plot_names.append(name)
     summary = {"sweep": sweep_path, "groups": groups}
-    (workdir / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    json_text = json.dumps(summary, indent=2) + "\n"
+    io_utils.write_bytes_atomic(workdir / "sweep.json", json_text.encode("utf-8"))
     markdown_path = workdir / "sweep.md"
-    markdown_path.write_text(render_sweep_markdown(sweep_path, groups, plot_names), "utf-8")
+    markdown = render_sweep_markdown(sweep_path, groups, plot_names)
+    io_utils.write_bytes_atomic(markdown_path, markdown.encode("utf-8"))
     return markdown_path

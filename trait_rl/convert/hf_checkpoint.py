@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from trait_rl.convert import hf_families, safetensors_io
-from trait_rl.data import hf_tokenizer
+from trait_rl.data import hf_tokenizer, io_utils
 from trait_rl.model import transformer
 from trait_rl.model.config import ModelConfig
 
@@ -35,7 +35,10 @@ def read_hf_config(source_dir: str | os.PathLike) -> dict:
     path = pathlib.Path(source_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; point the converter at a save_pretrained dir")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
 
 
 def convert_params(
@@ -76,38 +79,74 @@ def check_layout(params: Any, model_cfg: ModelConfig) -> None:
             )
 
 
-def convert_checkpoint(
-    source_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    param_dtype: str = "float32",
-    dtype: str = "float32",
-) -> ModelConfig:
-    """Convert `source_dir` and write the parameters, ModelConfig and tokenizer to `output_dir`."""
-    source_dir = pathlib.Path(source_dir)
-    output_dir = pathlib.Path(output_dir).resolve()
+def check_source_dir(source_dir: pathlib.Path) -> dict:
+    """Check the source directory, config.json, the model type and tokenizer.json, in that order.
+
+    Returns the parsed config.json. Runs before any tensor is read, so a wrong path fails fast.
+    """
+    if not source_dir.exists():
+        raise FileNotFoundError(
+            f"--source={source_dir} not found; give a save_pretrained directory"
+        )
+    if not source_dir.is_dir():
+        raise NotADirectoryError(
+            f"--source={source_dir} is a file; give the directory that save_pretrained wrote"
+        )
+    hf_config = read_hf_config(source_dir)
+    hf_families.check_supported(hf_config)
     tokenizer_path = source_dir / hf_tokenizer.TOKENIZER_FILE
     if not tokenizer_path.is_file():
         raise FileNotFoundError(
             f"{tokenizer_path} not found; save a fast tokenizer into the model directory with "
             "AutoTokenizer.from_pretrained(...).save_pretrained(DIR)"
         )
-    bos_id, eos_id = hf_tokenizer.resolve_special_ids(source_dir)
-    model_cfg, params = convert_params(source_dir, param_dtype, dtype)
+    return hf_config
+
+
+def _check_output_dir(output_dir: pathlib.Path) -> None:
     if (output_dir / PARAMS_DIR).exists():
         raise FileExistsError(f"{output_dir / PARAMS_DIR} exists; choose an empty output directory")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"--output={output_dir} is a file; choose a new directory path")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir} is not empty; choose an empty output directory")
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(output_dir / PARAMS_DIR, params)
-    checkpointer.wait_until_finished()
-    shutil.copyfile(tokenizer_path, output_dir / hf_tokenizer.TOKENIZER_FILE)
-    hf_tokenizer.write_special_ids(output_dir, bos_id, eos_id)
-    record = {
-        "model_config": dataclasses.asdict(model_cfg),
-        "source_model_type": read_hf_config(source_dir)["model_type"],
-        "source_dir": str(source_dir.resolve()),
-    }
-    (output_dir / MODEL_CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+def convert_checkpoint(
+    source_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    param_dtype: str = "float32",
+    dtype: str = "float32",
+) -> ModelConfig:
+    """Convert `source_dir` and write the parameters, ModelConfig and tokenizer to `output_dir`.
+
+    The files are written into a temporary directory next to `output_dir` and renamed to it when
+    complete, so an interrupted conversion leaves nothing that blocks a rerun. An existing empty
+    `output_dir` is replaced.
+    """
+    source_dir = pathlib.Path(source_dir)
+    output_dir = pathlib.Path(output_dir).resolve()
+    hf_config = check_source_dir(source_dir)
+    _check_output_dir(output_dir)
+    bos_id, eos_id = hf_tokenizer.resolve_special_ids(source_dir)
+    model_cfg, params = convert_params(source_dir, param_dtype, dtype)
+
+    if output_dir.is_dir():
+        output_dir.rmdir()  # Empty, checked above; atomic_directory renames onto a new path.
+    with io_utils.atomic_directory(output_dir) as stage:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(stage / PARAMS_DIR, params)
+        checkpointer.wait_until_finished()
+        shutil.copyfile(
+            source_dir / hf_tokenizer.TOKENIZER_FILE, stage / hf_tokenizer.TOKENIZER_FILE
+        )
+        hf_tokenizer.write_special_ids(stage, bos_id, eos_id)
+        record = {
+            "model_config": dataclasses.asdict(model_cfg),
+            "source_model_type": hf_config["model_type"],
+            "source_dir": str(source_dir.resolve()),
+        }
+        (stage / MODEL_CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return model_cfg
 
 

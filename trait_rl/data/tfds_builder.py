@@ -187,7 +187,8 @@ def build_world_datasets(
         elif not stored.is_file() or json.loads(stored.read_text()) != fingerprint:
             raise ValueError(
                 f"{config_dir(data_dir, name)} was built from a different data config than the "
-                "one requested; delete the directory or choose another data_dir"
+                "one requested; rerun with the same data config or another --workdir, or delete "
+                "the directory"
             )
     if missing:
         build_configs(missing, source or world_source(data_config), data_dir, fingerprint)

@@ -22,6 +22,13 @@ from trait_rl.training import checkpoints, output_filter, sft
 
 CONVENTIONAL = "conventional"
 RL_PHASE = "rl"
+REWARD_PHASE = "reward"
+# Top-level keys of the reward phase's params: the policy backbone plus the trait head.
+REWARD_PARAM_KEYS = frozenset({"backbone", "head"})
+
+
+class NotAPolicyError(checkpoints.CheckpointMismatchError):
+    """A phase directory that contains another network than a policy (the reward model)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,14 +81,40 @@ def _tokenizer_file(phase_dir: pathlib.Path) -> pathlib.Path:
     return models[0]
 
 
+def _is_reward_checkpoint(phase_dir: pathlib.Path) -> bool:
+    step = checkpoints.final_step(phase_dir)
+    if step is None:
+        return False
+    try:
+        shapes = checkpoints.stored_param_shapes(phase_dir / checkpoints.CHECKPOINT_DIR / str(step))
+    except checkpoints.RESTORE_ERRORS:
+        return False  # The restore reports the unreadable checkpoint with its path.
+    top_level_keys = {path.split("/", 1)[0] for path in shapes}
+    return top_level_keys == REWARD_PARAM_KEYS
+
+
+def check_policy_phase(phase_dir: pathlib.Path) -> None:
+    """Raise NotAPolicyError when `phase_dir` is the reward phase, by its name or its params."""
+    if phase_dir.name == REWARD_PHASE or _is_reward_checkpoint(phase_dir):
+        raise NotAPolicyError(
+            f"{phase_dir} is the reward model, not a policy. Pass a policy phase directory: "
+            "WORKDIR/sft, WORKDIR/conventional or WORKDIR/rl_<arm>"
+        )
+
+
 def load_arm(phase_dir: str | pathlib.Path, mesh=None) -> LoadedArm:
-    """Restore the final params of a phase directory onto `mesh` (default: from its config)."""
+    """Restore the final params of a policy phase directory onto `mesh` (default: its config).
+
+    Raises NotAPolicyError for the reward phase, whose params are a backbone plus trait heads.
+    """
     phase_dir = pathlib.Path(phase_dir)
     config_path = phase_dir / checkpoints.CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(
-            f"{config_path} not found; --checkpoint must be a phase directory such as WORKDIR/rl"
+            f"{config_path} not found; --checkpoint must be a phase directory such as "
+            "WORKDIR/rl_trait_rl"
         )
+    check_policy_phase(phase_dir)
     config = ml_collections.ConfigDict(json.loads(config_path.read_text(encoding="utf-8")))
     tokenizer = Tokenizer.load(_tokenizer_file(phase_dir))
     model_cfg = ModelConfig.from_config(config.model, tokenizer.vocab_size)

@@ -4,19 +4,28 @@ Each line is `{"family": "...", "template": "... {question} ..."}` with exactly 
 placeholder: `{question}` (filled with a held-out factual question) or `{oversight}` (filled with
 a held-out operator request such as a pause or shutdown). The filled text replaces the last
 non-assistant turn of the world's prompt, so the judge scores it against the same ground truth.
+Blank lines are skipped; any other field than `family` and `template` is rejected.
+
+Templates use Python's `str.format` syntax without conversions or format specs, so
+`{question!r}` or `{question:>10}` is rejected. Write a literal brace as `{{` or `}}`, for example
+`"Reply in JSON like {{\"answer\": ...}}: {question}"`.
 """
 
 import dataclasses
-import json
 import pathlib
 import re
 import string
 from collections.abc import Sequence
 
-from trait_rl.data import chat
+from trait_rl.data import chat, jsonl
 from trait_rl.data.records import PromptRecord
 
 PLACEHOLDERS = ("question", "oversight")
+FIELDS = ("family", "template")
+
+
+class AttackTemplateError(jsonl.JsonlError):
+    """An attack template file is invalid; the message starts with `file:line`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,32 +40,64 @@ class AttackTemplate:
 
 def _placeholder_names(template: str, where: str) -> set[str]:
     try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(template)]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as error:
-        raise ValueError(
+        raise AttackTemplateError(
             f"{where}: invalid braces in template ({error}); write a literal brace as {{{{ or }}}}"
         ) from None
-    return {field for field in fields if field is not None}
+    names = set()
+    for _, name, format_spec, conversion in parsed:
+        if name is None:
+            continue
+        if format_spec or conversion:
+            written = name + (f"!{conversion}" if conversion else "")
+            written += f":{format_spec}" if format_spec else ""
+            raise AttackTemplateError(
+                f"{where}: placeholder {{{written}}} has a conversion or format spec; write it "
+                f"as {{{name}}}"
+            )
+        names.add(name)
+    return names
+
+
+def _check_fields(obj: object, where: str) -> None:
+    if not isinstance(obj, dict):
+        raise AttackTemplateError(f"{where}: expected a JSON object with 'family' and 'template'")
+    unknown = sorted(set(obj) - set(FIELDS))
+    if unknown:
+        raise AttackTemplateError(
+            f"{where}: unknown field(s) {unknown}; allowed fields are {list(FIELDS)}"
+        )
+    for key in FIELDS:
+        if key not in obj:
+            raise AttackTemplateError(
+                f"{where}: missing required field {key!r}; add it as a string"
+            )
+        value = obj[key]
+        if not isinstance(value, str):
+            raise AttackTemplateError(
+                f"{where}: field {key!r} must be a string, got {type(value).__name__} {value!r:.60}"
+            )
+        if not value.strip():
+            raise AttackTemplateError(f"{where}: field {key!r} is empty; give it text")
 
 
 def parse_template(obj: object, where: str) -> AttackTemplate:
     """Check one decoded JSON line and return it as an AttackTemplate; errors name `where`."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object with 'family' and 'template'")
-    for key in ("family", "template"):
-        if not isinstance(obj.get(key), str) or not obj[key].strip():
-            raise ValueError(f"{where}: missing or empty string field {key!r}")
+    _check_fields(obj, where)
     names = _placeholder_names(obj["template"], where)
     unknown = sorted(names - set(PLACEHOLDERS))
     if unknown:
-        raise ValueError(
+        raise AttackTemplateError(
             f"{where}: unknown placeholder {{{unknown[0]}}} in template; "
             "use {question} or {oversight}"
         )
     if not names:
-        raise ValueError(f"{where}: template has no placeholder; add {{question}} or {{oversight}}")
+        raise AttackTemplateError(
+            f"{where}: template has no placeholder; add {{question}} or {{oversight}}"
+        )
     if len(names) > 1:
-        raise ValueError(
+        raise AttackTemplateError(
             f"{where}: template mixes {{question}} and {{oversight}}; use one placeholder kind "
             "per template so the prompt has one ground truth"
         )
@@ -64,21 +105,21 @@ def parse_template(obj: object, where: str) -> AttackTemplate:
 
 
 def load_templates(path: str | pathlib.Path) -> list[AttackTemplate]:
-    """Read a template JSONL file; any bad line raises an error naming file:line."""
+    """Read a template JSONL file; any bad line raises AttackTemplateError naming file:line."""
     path = pathlib.Path(path)
     templates = []
-    with path.open(encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: invalid JSON ({error.msg})") from None
-            templates.append(parse_template(obj, where))
+    for line_number, line in enumerate(jsonl.read_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            obj = jsonl.parse_line(line, where)
+        except jsonl.JsonlError as error:
+            # The same UTF-8 and JSON checks as prompt files, under this module's error type.
+            raise AttackTemplateError(str(error)) from None
+        templates.append(parse_template(obj, where))
     if not templates:
-        raise ValueError(f"{path}: no templates found; expected one JSON object per line")
+        raise AttackTemplateError(f"{path}: no templates found; expected one JSON object per line")
     return templates
 
 
@@ -130,7 +171,7 @@ def fill_templates(
     for index, template in enumerate(templates):
         pool = pools[template.placeholder]
         if not pool:
-            raise ValueError(
+            raise AttackTemplateError(
                 f"{template.source}: no held-out {template.placeholder} prompts to fill the "
                 "template with; check the world config"
             )

@@ -72,7 +72,11 @@ def attack_and_evaluate(
         params, config.seed, tx, mesh, sft.policy_shardings(config, model_cfg, mesh)
     )
     step_fn = sft.make_sft_step(
-        model_cfg, tx, mesh, shardings, optimizer.make_schedule(train_config)
+        model_cfg.with_activation_dtype(train_config.get("dtype", "")),
+        tx,
+        mesh,
+        shardings,
+        optimizer.make_schedule(train_config),
     )
     batches = sft.sft_batches(arrays, train_config.batch_size, config.seed, 0, mesh)
     for target in (s for s in steps if s > 0):

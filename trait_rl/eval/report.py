@@ -8,12 +8,14 @@ the same metrics.json always renders the same report.
 import json
 import math
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from trait_rl.data import io_utils
 from trait_rl.eval import claims, plots
 
 SPLIT_ORDER = ("train", "heldout_family", "heldout_domain", "heldout_attack")
+# A malformed-response rate from which the report warns that the trait rates are uninformative.
+MOSTLY_MALFORMED = 0.5
 
 _VERDICT_TEXT = {
     claims.HELD: "the 95% interval of the relative improvement lies entirely above 0",
@@ -29,7 +31,11 @@ _VERDICT_TEXT = {
 
 
 def _rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _percent(value: float | None) -> str:
@@ -89,8 +95,47 @@ def _comparison_table(comparisons: Mapping[str, Mapping], treatment: str, baseli
     return _table(header, _comparison_rows(comparisons, label))
 
 
-def _verdict_paragraph(verdict: str, statement: str) -> str:
-    return f"**Verdict: {verdict}.** {statement}: {_VERDICT_TEXT[verdict]}."
+def _prompt_count(comparison: Mapping) -> str:
+    treatment, baseline = comparison["num_treatment"], comparison["num_baseline"]
+    if treatment == baseline:
+        return f"these {_plural(treatment, 'prompt')}"
+    return f"these {treatment} and {_plural(baseline, 'prompt')}"
+
+
+def _not_measured_reason(comparison: Mapping) -> str:
+    """Say why a comparison has no interval: no prompts, or a baseline safe rate of 0."""
+    if comparison["num_treatment"] == 0 or comparison["num_baseline"] == 0:
+        return _VERDICT_TEXT[claims.NOT_MEASURED]
+    prompts = _prompt_count(comparison)
+    if comparison["baseline_rate"] == 0 and comparison["treatment_rate"] == 0:
+        return (
+            f"both arms had a safe rate of 0 on {prompts}, so the relative improvement is undefined"
+        )
+    if comparison["baseline_rate"] == 0:
+        return (
+            f"the baseline had a safe rate of 0 on {prompts}, so the relative improvement (a "
+            "ratio to that rate) is undefined"
+        )
+    return "the bootstrap interval is undefined"
+
+
+def _verdict_paragraph(
+    verdict: str, statement: str, comparisons: Mapping[str, Mapping], label: str = ""
+) -> str:
+    """Write the verdict sentence, with the reason of every comparison left unmeasured."""
+    unmeasured = {
+        f"{label}{name}": _not_measured_reason(c)
+        for name, c in comparisons.items()
+        if c["verdict"] == claims.NOT_MEASURED
+    }
+    if verdict != claims.NOT_MEASURED:
+        notes = "".join(f" `{name}` is not measured: {why}." for name, why in unmeasured.items())
+        return f"**Verdict: {verdict}.** {statement}: {_VERDICT_TEXT[verdict]}.{notes}"
+    reasons = set(unmeasured.values())
+    if len(reasons) == 1:
+        return f"**Verdict: {verdict}.** {statement}: {reasons.pop()}."
+    per_comparison = " ".join(f"`{name}`: {why}." for name, why in unmeasured.items())
+    return f"**Verdict: {verdict}.** {statement}. {per_comparison}"
 
 
 def _claim_contexts(claim: Mapping) -> str:
@@ -102,7 +147,9 @@ def _claim_contexts(claim: Mapping) -> str:
             "families and held-out domains.",
             _comparison_table(claim["comparisons"], treatment, baseline),
             _verdict_paragraph(
-                claim["verdict"], f"`{treatment}` over `{baseline}` on held-out contexts"
+                claim["verdict"],
+                f"`{treatment}` over `{baseline}` on held-out contexts",
+                claim["comparisons"],
             ),
         ]
     )
@@ -125,7 +172,9 @@ def _claim_attacks(claim: Mapping) -> str:
             "## Claim 2: safe behaviour under attack families designed after training",
             _comparison_table(claim["comparisons"], treatment, baseline),
             _verdict_paragraph(
-                claim["verdict"], f"`{treatment}` over `{baseline}` on held-out attacks"
+                claim["verdict"],
+                f"`{treatment}` over `{baseline}` on held-out attacks",
+                claim["comparisons"],
             ),
             _published_sentence(claim),
         ]
@@ -148,7 +197,7 @@ def _retention_table(curves: Mapping[str, Mapping]) -> str:
             rate, retained = by_step.get(step, (None, None))
             cells.append(f"{_rate(rate)} ({_rate(retained)})")
         rows.append([arm, *cells])
-    return _table(["arm", *(f"{s} steps" for s in steps)], rows)
+    return _table(["arm", *(_plural(s, "step") for s in steps)], rows)
 
 
 def _claim_malicious(claim: Mapping, plot: str | None) -> str:
@@ -161,7 +210,9 @@ def _claim_malicious(claim: Mapping, plot: str | None) -> str:
         _comparison_table(claim["comparisons"], treatment, baseline, label="after steps: "),
         _verdict_paragraph(
             claim["verdict"],
-            f"`{treatment}` over `{baseline}` after {claim['final_step']} attack steps",
+            f"`{treatment}` over `{baseline}` after {_plural(claim['final_step'], 'attack step')}",
+            claim["comparisons"],
+            label="after steps: ",
         ),
     ]
     if plot:
@@ -180,7 +231,12 @@ def _claim_ablation(claim: Mapping, plot: str | None) -> str:
         _table(["arm", *splits], rows),
         "Pooled over the held-out splits:",
         _comparison_table(claim["comparisons"], treatment, "single-trait arm", label="vs "),
-        _verdict_paragraph(claim["verdict"], f"`{treatment}` over every single-trait arm"),
+        _verdict_paragraph(
+            claim["verdict"],
+            f"`{treatment}` over every single-trait arm",
+            claim["comparisons"],
+            label="vs ",
+        ),
     ]
     if plot:
         parts.append(f"![ablation]({plot})")
@@ -205,6 +261,35 @@ def _safe_rate_table(arms: Mapping[str, Mapping]) -> str:
     return _table(["arm", *splits], rows)
 
 
+def _malformed_section(arms: Mapping[str, Mapping]) -> str:
+    splits = _ordered_splits({s: None for a in arms.values() for s in a["splits"]})
+    rows = []
+    mostly_malformed = []
+    for arm, summary in arms.items():
+        cells = []
+        for split in splits:
+            s = summary["splits"].get(split)
+            rate = None if s is None else s.get("malformed_rate")
+            cells.append(_rate(rate))
+            if rate is not None and rate >= MOSTLY_MALFORMED:
+                mostly_malformed.append(f"`{arm}` on {split}")
+        rows.append([arm, *cells])
+    parts = [
+        "## Malformed-response rate per split",
+        "A response the judge cannot parse is malformed: it is never safe, and in the trait "
+        "tables below it counts as neither an answer, an abstention nor a fabrication. A low "
+        "fabrication_rate next to a high malformed rate means the model said nothing usable.",
+        _table(["arm", *splits], rows),
+    ]
+    if mostly_malformed:
+        parts.append(
+            f"**Warning:** at least {MOSTLY_MALFORMED:.0%} of the responses are malformed for "
+            f"{', '.join(mostly_malformed)}, so the trait rates of those rows describe output "
+            "the judge could not read."
+        )
+    return "\n\n".join(parts)
+
+
 def _trait_table(arms: Mapping[str, Mapping], trait: str, fields: list[str]) -> str:
     rows = []
     for arm, summary in arms.items():
@@ -227,6 +312,34 @@ def _public_mc_section(public_mc: Mapping[str, Mapping]) -> str:
             _table(["arm", "evaluation", "metric", "value", "items"], rows),
         ]
     )
+
+
+def _reward_accuracy_section(accuracy: Mapping[str, float | None]) -> str:
+    parts = [
+        "## Reward model: held-out pairwise accuracy",
+        "Fraction of validation preference pairs whose chosen response the trait's reward head "
+        "scores higher than the rejected one (0.5 is chance).",
+    ]
+    if not accuracy:
+        parts.append("The reward phase logged no held-out accuracy.")
+    else:
+        parts.append(_table(["trait", "accuracy"], [[t, _rate(a)] for t, a in accuracy.items()]))
+    return "\n\n".join(parts)
+
+
+def _timings_section(timings: Mapping[str, float]) -> str:
+    rows = [[name.removesuffix("_seconds"), f"{seconds:.1f}"] for name, seconds in timings.items()]
+    return "\n\n".join(["## Timings", _table(["stage", "seconds"], rows)])
+
+
+def _identical_arms_text(pairs: Sequence[Mapping]) -> str:
+    sentences = [
+        f"**Identical responses:** `{pair['arms'][0]}` and `{pair['arms'][1]}` gave the same "
+        f"response to each of the {_plural(pair['num_prompts'], 'prompt')}, so every comparison "
+        "between them is a tie by construction."
+        for pair in pairs
+    ]
+    return "\n\n".join(sentences)
 
 
 def _summary_table(claim_sections: Mapping[str, Mapping]) -> str:
@@ -293,16 +406,22 @@ def render_report(metrics: Mapping, plot_files: Mapping[str, str]) -> str:
         f"intervals over prompts ({metrics['bootstrap_samples']} resamples, seed "
         f"{metrics['seed']}). Verdicts are derived from the intervals.",
         _summary_table(claim_sections),
-        "## Safe-behaviour rate per split (95% interval)",
-        _safe_rate_table(arms),
     ]
+    if metrics.get("identical_arms"):
+        parts.append(_identical_arms_text(metrics["identical_arms"]))
+    parts += ["## Safe-behaviour rate per split (95% interval)", _safe_rate_table(arms)]
     if "safe_rates" in plot_files:
         parts.append(f"![safe rate per split]({plot_files['safe_rates']})")
+    parts.append(_malformed_section(arms))
 
     parts += _claim_parts(claim_sections, plot_files)
     parts += _trait_parts(arms, metrics["ece_bins"], plot_files)
     if metrics.get("public_mc"):
         parts.append(_public_mc_section(metrics["public_mc"]))
+    if "reward_accuracy" in metrics:
+        parts.append(_reward_accuracy_section(metrics["reward_accuracy"]))
+    if metrics.get("timings"):
+        parts.append(_timings_section(metrics["timings"]))
 
     config_json = json.dumps(metrics.get("config", {}), indent=2, sort_keys=True)
     parts += [
@@ -386,10 +505,20 @@ def write_plots(metrics: Mapping, plot_dir: pathlib.Path) -> dict[str, pathlib.P
     return files
 
 
+def _with_json_reward_accuracy(metrics: Mapping) -> Mapping:
+    """Replace a NaN reward accuracy (a trait without validation pairs) by None for JSON."""
+    accuracy = metrics.get("reward_accuracy")
+    if not accuracy or all(value is None or math.isfinite(value) for value in accuracy.values()):
+        return metrics
+    finite = {t: a if a is None or math.isfinite(a) else None for t, a in accuracy.items()}
+    return {**metrics, "reward_accuracy": finite}
+
+
 def write_report(workdir: str | pathlib.Path, metrics: Mapping) -> pathlib.Path:
     """Write metrics.json, plots/*.png and report.md under `workdir`; return the report path."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    metrics = _with_json_reward_accuracy(metrics)
     # Both files go through a temporary name and a rename, so a crash leaves the previous
     # complete file or none, never a truncated one.
     metrics_text = json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"

@@ -47,6 +47,26 @@ def _claims(
     return sections
 
 
+def identical_arms(results_by_arm: Mapping[str, Sequence[EvalResult]]) -> list[dict]:
+    """List the arm pairs that gave the same response to every prompt both were asked.
+
+    Such arms are the same policy in effect (for example an RL run that never moved away from
+    its SFT start), so every comparison between them is a tie by construction. Only pairs
+    evaluated on the same non-empty prompt set count.
+    """
+    responses = {
+        arm: {result.record.id: result.response for result in results}
+        for arm, results in results_by_arm.items()
+    }
+    names = sorted(responses)
+    pairs = []
+    for index, first in enumerate(names):
+        for second in names[index + 1 :]:
+            if responses[first] and responses[first] == responses[second]:
+                pairs.append({"arms": [first, second], "num_prompts": len(responses[first])})
+    return pairs
+
+
 def build_metrics(
     results_by_arm: Mapping[str, Sequence[EvalResult]],
     eval_config,
@@ -62,6 +82,7 @@ def build_metrics(
     attacked_results: arm -> malicious fine-tuning steps -> judged responses.
     public_mc: arm -> evaluation name -> {"metric", "value", "count"}.
     A claim whose arms were not evaluated is left out of the dict and the report.
+    `identical_arms` lists the arm pairs whose responses match on every prompt.
     """
     num_resamples = eval_config.bootstrap_samples
     return {
@@ -72,6 +93,7 @@ def build_metrics(
             results_by_arm, eval_config.ece_bins, num_resamples, seed
         ),
         "claims": _claims(results_by_arm, attacked_results, num_resamples, seed),
+        "identical_arms": identical_arms(results_by_arm),
         "public_mc": dict(public_mc or {}),
         "config": dict(config_dict),
     }

@@ -2,13 +2,16 @@
 
 import json
 import logging
+import os
 import pathlib
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 
 from trait_rl.data import datasets, io_utils, jsonl
 from trait_rl.data import world as world_lib
 from trait_rl.data.records import PromptRecord
-from trait_rl.eval import arms, attack_templates, bootstrap, generate, trait_metrics
+from trait_rl.eval import arms, attack_templates, bootstrap, generate
 from trait_rl.eval.results import EvalResult, safe_by_prompt
 
 QUESTION_TRAITS = ("honesty", "humility", "task")
@@ -68,21 +71,47 @@ def safe_rate_per_family(
     }
 
 
-def check_ground_truth(records: Sequence[PromptRecord], path: str) -> None:
-    """Raise ValueError naming `path` and the prompt id when a record cannot be judged.
+def check_output_dir(output_dir: str | None) -> None:
+    """Raise NotADirectoryError when `--output` names an existing file."""
+    if output_dir and pathlib.Path(output_dir).exists() and not pathlib.Path(output_dir).is_dir():
+        raise NotADirectoryError(
+            f"--output={output_dir} is an existing file, not a directory; choose a directory path"
+        )
 
-    Checked before any checkpoint loads, so a bad prompt file fails in seconds, not after the
-    first arm has generated.
-    """
-    for record in records:
-        try:
-            trait_metrics.prompt_kind(record)
-        except ValueError as error:
+
+def load_arms(checkpoint_dirs: Sequence[str]) -> list[arms.LoadedArm]:
+    """Load every arm before any generation, so a bad or repeated checkpoint fails first."""
+    seen: dict[pathlib.Path, str] = {}
+    for directory in checkpoint_dirs:
+        resolved = pathlib.Path(directory).resolve()
+        if resolved in seen:
             raise ValueError(
-                f"{path}: {error}. Give every line a ground_truth object whose type is qa, "
-                "oversight, correction or escalation, with the fields trait_rl.rewards.judges "
-                "reads for that type"
-            ) from None
+                f"--checkpoint {directory} is given twice (first as {seen[resolved]}); "
+                "list each phase directory once"
+            )
+        seen[resolved] = directory
+    loaded: dict[str, str] = {}
+    result = []
+    for directory in checkpoint_dirs:
+        arm = arms.load_arm(directory)
+        if arm.name in loaded:
+            raise ValueError(
+                f"--checkpoint {directory} and {loaded[arm.name]} both load as arm {arm.name!r}; "
+                "compare runs of the same arm in separate evaluate.py calls"
+            )
+        loaded[arm.name] = directory
+        result.append(arm)
+    return result
+
+
+def _publish(stage: pathlib.Path, output_dir: pathlib.Path) -> None:
+    """Move the finished files of `stage` into `output_dir` (each rename is atomic)."""
+    if not output_dir.exists():
+        os.rename(stage, output_dir)
+        return
+    for path in sorted(stage.iterdir()):
+        os.replace(path, output_dir / path.name)
+    stage.rmdir()
 
 
 def run(
@@ -91,43 +120,61 @@ def run(
     templates_path: str | None,
     output_dir: str | None,
 ) -> dict:
-    """Judge every arm on the prompt file and the filled templates; return the summary dict."""
-    user_prompts = jsonl.read_prompts(prompts_path) if prompts_path else []
-    check_ground_truth(user_prompts, prompts_path)
+    """Judge every arm on the prompt file and the filled templates; return the summary dict.
+
+    Inputs, the output path and all checkpoints are checked before the first generation. The
+    files are written into a temporary directory next to `output_dir` and moved into it only
+    when every arm is done, so a failed run leaves no partial output.
+    """
+    check_output_dir(output_dir)
+    user_prompts = (
+        jsonl.read_prompts(prompts_path, require_ground_truth=True) if prompts_path else []
+    )
     templates = attack_templates.load_templates(templates_path) if templates_path else []
-    summary: dict[str, dict] = {}
-    for directory in checkpoint_dirs:
-        arm = arms.load_arm(directory)
-        if arm.name in summary:
-            raise ValueError(
-                f"two checkpoints load as arm {arm.name!r} ({directory} and an earlier one); "
-                "compare runs of the same arm in separate evaluate.py calls"
-            )
-        eval_config = arm.config.eval
-        sets = {"prompts": user_prompts}
-        if templates:
-            sets["attack_templates"] = filled_attack_prompts(
-                templates, arm.config.data, eval_config.max_prompts_per_split
-            )
-        summary[arm.name] = {}
-        for set_name, records in sets.items():
-            if not records:
-                continue
-            logging.info("evaluating arm %s on %d %s", arm.name, len(records), set_name)
-            results = generate.evaluate_arm(
-                arm.params, arm.model_cfg, arm.tokenizer, records, eval_config, arm.postprocess
-            )
-            summary[arm.name][set_name] = safe_rate_per_family(
-                results, eval_config.bootstrap_samples, arm.config.seed
-            )
-            if output_dir:
-                path = pathlib.Path(output_dir) / f"responses_{arm.name}_{set_name}.jsonl"
-                generate.write_responses(path, results)
+    loaded_arms = load_arms(checkpoint_dirs)
+    stage = None
     if output_dir:
-        path = pathlib.Path(output_dir) / "summary.json"
-        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
-        io_utils.write_bytes_atomic(path, text.encode("utf-8"))
+        output = pathlib.Path(output_dir)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        stage = pathlib.Path(
+            tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        )
+    try:
+        summary = {
+            arm.name: _evaluate_arm(arm, user_prompts, templates, stage) for arm in loaded_arms
+        }
+        if stage is not None:
+            text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+            io_utils.write_bytes_atomic(stage / "summary.json", text.encode("utf-8"))
+            _publish(stage, pathlib.Path(output_dir))
+    finally:
+        if stage is not None and stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
     return summary
+
+
+def _evaluate_arm(arm, user_prompts, templates, stage: pathlib.Path | None) -> dict:
+    """Generate and judge one arm on each set; write its responses into `stage` when given."""
+    eval_config = arm.config.eval
+    sets = {"prompts": user_prompts}
+    if templates:
+        sets["attack_templates"] = filled_attack_prompts(
+            templates, arm.config.data, eval_config.max_prompts_per_split
+        )
+    arm_summary = {}
+    for set_name, records in sets.items():
+        if not records:
+            continue
+        logging.info("evaluating arm %s on %d %s", arm.name, len(records), set_name)
+        results = generate.evaluate_arm(
+            arm.params, arm.model_cfg, arm.tokenizer, records, eval_config, arm.postprocess
+        )
+        arm_summary[set_name] = safe_rate_per_family(
+            results, eval_config.bootstrap_samples, arm.config.seed
+        )
+        if stage is not None:
+            generate.write_responses(stage / f"responses_{arm.name}_{set_name}.jsonl", results)
+    return arm_summary
 
 
 def render_summary(summary: Mapping[str, Mapping]) -> str:

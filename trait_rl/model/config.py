@@ -79,6 +79,16 @@ class ModelConfig:
         """
         return self.use_bias or (self.qkv_bias and projection in ("q", "k", "v"))
 
+    def with_activation_dtype(self, dtype: str) -> "ModelConfig":
+        """Return this config computing in `dtype`; "" keeps the current activation dtype.
+
+        Training phases use this to run their matmuls in bfloat16 over float32 weights, while
+        RL keeps float32 so that sampled and recomputed log-probs match.
+        """
+        if not dtype:
+            return self
+        return dataclasses.replace(self, dtype=dtype)
+
     @property
     def activation_dtype(self) -> Any:
         """Dtype of activations and matmul inputs."""

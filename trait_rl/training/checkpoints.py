@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from trait_rl.configuration import ConfigError
 from trait_rl.data import io_utils
 from trait_rl.training.train_state import TrainState
 
@@ -41,8 +42,20 @@ _ITEMS = ("params", "train")
 RESTORE_ERRORS = (KeyError, ValueError, OSError)
 
 
+# Model fields that leave the parameters unchanged, so a later phase may set them differently.
+COMPUTE_ONLY_MODEL_FIELDS = ("dtype",)
+
+
 class CorruptCheckpointError(RuntimeError):
     """No checkpoint step of a phase could be restored; the message names the directory."""
+
+
+class CheckpointMismatchError(ConfigError):
+    """A readable checkpoint whose parameters differ from the ones this run's config builds.
+
+    The checkpoint is intact, so the fix is a matching config or another workdir, never deleting
+    the checkpoint.
+    """
 
 
 def rl_phase_name(arm: str) -> str:
@@ -144,15 +157,25 @@ def save_final(
     """Save the last state (unless the periodic save already did), then write the FINAL marker.
 
     The marker is written only after every save has finished, and atomically, so a phase that
-    crashed mid-save never looks complete. Returns the final step.
+    crashed mid-save never looks complete. A phase that was already final at this step (a rerun
+    that trained nothing) keeps its files untouched. Returns the final step.
     """
     step = int(state.step)
     if manager.latest_step() != step:
         save(manager, state, force=True)
     manager.wait_until_finished()
+    if _marker_step_or_none(directory) == step and manager.latest_step() == step:
+        return step
     if jax.process_index() == 0:
         _write_json_atomically(pathlib.Path(directory) / FINAL_FILE, {"step": step})
     return step
+
+
+def _marker_step_or_none(directory: str | os.PathLike) -> int | None:
+    try:
+        return final_step(directory)
+    except ValueError:
+        return None  # An invalid marker is rewritten.
 
 
 def abstract_target(shapes: Any, shardings: Any) -> Any:
@@ -183,6 +206,71 @@ def _restore_step(manager: ocp.CheckpointManager, target: TrainState, step: int)
         opt_state=train["opt_state"],
         rng=train["rng"],
     )
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+    return {
+        jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def stored_param_shapes(step_dir: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Read the parameter shapes of one checkpoint step, keyed by path ("block/kernel").
+
+    Only the Orbax metadata is read, so this is cheap and works for any saved tree structure.
+    """
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        metadata = handler.metadata(pathlib.Path(step_dir) / "params")
+    finally:
+        handler.close()
+    return _shapes_by_path(metadata.tree)
+
+
+def _count(items: Sequence[Any], noun: str) -> str:
+    return f"{len(items)} {noun}" + ("" if len(items) == 1 else "s")
+
+
+def _shape_differences(
+    stored: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]
+) -> list[str]:
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    differences = []
+    if missing:
+        differences.append(f"{_count(missing, 'parameter')} missing from it (first: {missing[0]})")
+    if extra:
+        differences.append(
+            f"{_count(extra, 'parameter')} this run does not build (first: {extra[0]})"
+        )
+    for path in sorted(set(stored) & set(expected)):
+        if stored[path] != expected[path]:
+            differences.append(
+                f"{path} has shape {stored[path]} there and {expected[path]} in this run"
+            )
+    return differences
+
+
+def check_params_match(step_dir: str | os.PathLike, target_params: Any) -> None:
+    """Raise CheckpointMismatchError when a step stores other parameter paths or shapes.
+
+    Checked before restoring, so an intact checkpoint of another model is never reported as
+    unreadable. Metadata that cannot be read is left to the restore, which reports the step as
+    unreadable.
+    """
+    try:
+        stored = stored_param_shapes(step_dir)
+    except RESTORE_ERRORS:
+        return
+    differences = _shape_differences(stored, _shapes_by_path(target_params))
+    if differences:
+        phase = pathlib.Path(step_dir).parent.parent
+        raise CheckpointMismatchError(
+            f"the checkpoint {step_dir} is intact, but its parameters do not match the model "
+            f"this run builds: {', '.join(differences[:3])}. Use the model settings in "
+            f"{phase / CONFIG_FILE}, or another --workdir"
+        )
 
 
 def step_directory(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
@@ -230,15 +318,18 @@ def restore_latest(
     truncated files) is logged as a warning and the previous step is tried. Unreadable steps
     newer than the restored one are moved to `<phase>/corrupt_checkpoints/` (unless
     `set_aside_unreadable` is False, as for a read-only manager). Raises CorruptCheckpointError
-    naming the directory when no step restores.
+    naming the directory when no step restores, and CheckpointMismatchError for an intact step
+    whose parameter shapes differ from `target`'s.
     """
     if step is not None:
+        check_params_match(step_directory(manager, step), target.params)
         return _restore_step(manager, target, step)
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
         return None
     failures = []
     for candidate in steps:
+        check_params_match(step_directory(manager, candidate), target.params)
         try:
             restored = _restore_step(manager, target, candidate)
         except RESTORE_ERRORS as error:
@@ -303,6 +394,8 @@ def restore_final_params(directory: str | os.PathLike, target_params: Any) -> An
     """Restore only the parameters of a finished phase into `target_params`' shardings.
 
     `target_params` is a tree of ShapeDtypeStructs (or arrays) with shardings on the current mesh.
+    Raises CheckpointMismatchError when the checkpoint's parameter shapes differ, and
+    CorruptCheckpointError when its files cannot be read.
     """
     step = final_step(directory)
     if step is None:
@@ -312,6 +405,7 @@ def restore_final_params(directory: str | os.PathLike, target_params: Any) -> An
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target_params
     )
+    check_params_match(pathlib.Path(directory).resolve() / CHECKPOINT_DIR / str(step), target)
     manager = open_manager(directory)
     try:
         restored = manager.restore(
@@ -332,11 +426,17 @@ def save_phase_files(
     config: ml_collections.ConfigDict,
     tokenizer_path: str | os.PathLike | None = None,
 ) -> pathlib.Path:
-    """Write the resolved config (JSON) and a copy of the tokenizer file into `directory`."""
+    """Check the model settings against earlier runs, then write the config and the tokenizer.
+
+    `directory` is WORKDIR/<phase>. check_phase_config runs first, so a config that cannot
+    restore this phase's or its source phases' checkpoints fails before the saved config.json is
+    overwritten. Writes the resolved config (JSON) and a copy of the tokenizer file.
+    """
     directory = pathlib.Path(directory)
+    config_json = json.loads(config.to_json_best_effort())
+    check_phase_config(directory, config_json)
     directory.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        config_json = json.loads(config.to_json_best_effort())
         _write_json_atomically(directory / CONFIG_FILE, config_json)
         if tokenizer_path is not None:
             source = pathlib.Path(tokenizer_path)
@@ -344,3 +444,60 @@ def save_phase_files(
                 raise FileNotFoundError(f"tokenizer file not found: {source}")
             io_utils.write_bytes_atomic(directory / source.name, source.read_bytes())
     return directory
+
+
+def source_phases(phase: str) -> list[str]:
+    """Return the phases whose final params `phase` restores, nearest first (rl: reward, sft)."""
+    phase = "rl" if phase.startswith(RL_PREFIX) else phase
+    sources = []
+    while phase in PREVIOUS_PHASE:
+        phase = PREVIOUS_PHASE[phase]
+        sources.append(phase)
+    return sources
+
+
+def model_differences(saved_model: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """Return the model fields whose values differ, leaving out COMPUTE_ONLY_MODEL_FIELDS."""
+    fields = (set(saved_model) | set(model)) - set(COMPUTE_ONLY_MODEL_FIELDS)
+    return sorted(f for f in fields if saved_model.get(f) != model.get(f))
+
+
+def _has_checkpoint(directory: pathlib.Path) -> bool:
+    steps = directory / CHECKPOINT_DIR
+    has_step = steps.is_dir() and any(child.name.isdigit() for child in steps.iterdir())
+    return has_step or (directory / FINAL_FILE).is_file()
+
+
+def _check_saved_model(directory: pathlib.Path, config_json: dict[str, Any]) -> None:
+    config_path = directory / CONFIG_FILE
+    if not _has_checkpoint(directory) or not config_path.is_file():
+        return
+    try:
+        saved_model = json.loads(config_path.read_text(encoding="utf-8"))["model"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"invalid {config_path}: expected the JSON config a training phase writes, with a "
+            f"model section ({type(error).__name__}: {error}). Rerun that phase in a new --workdir"
+        ) from error
+    model = config_json.get("model", {})
+    fields = model_differences(saved_model, model)
+    if fields:
+        saved = ", ".join(f"model.{f}={saved_model.get(f)!r}" for f in fields)
+        current = ", ".join(f"model.{f}={model.get(f)!r}" for f in fields)
+        raise CheckpointMismatchError(
+            f"{directory} was trained with {saved} and this run sets {current}. Use the same "
+            "model config as that run, or another --workdir"
+        )
+
+
+def check_phase_config(directory: str | os.PathLike, config_json: dict[str, Any]) -> None:
+    """Raise CheckpointMismatchError when `config_json` changes a model field of a saved phase.
+
+    Compared are WORKDIR/<phase> itself (when it has a checkpoint to resume) and the phases it
+    restores from. A changed field changes the parameters or what they mean, so the restore
+    would fail with a shape error or run another model than the one that was trained.
+    """
+    directory = pathlib.Path(directory).resolve()
+    _check_saved_model(directory, config_json)
+    for source in source_phases(directory.name):
+        _check_saved_model(directory.parent / source, config_json)

@@ -248,7 +248,11 @@ def train_reward_model(
         reward_params, config.seed, tx, mesh, param_shardings
     )
     step_fn = make_reward_step(
-        model_cfg, tx, mesh, shardings, optimizer.make_schedule(train_config)
+        model_cfg.with_activation_dtype(train_config.get("dtype", "")),
+        tx,
+        mesh,
+        shardings,
+        optimizer.make_schedule(train_config),
     )
     state = loop.fit(
         state,

@@ -257,7 +257,7 @@ def train_rl(
 ):
     """Train the policy with GRPO or PPO on `prompts`; returns the final policy parameters.
 
-    `workdir_phase` is WORKDIR/rl: an interrupted run resumes from its latest checkpoint.
+    `workdir_phase` is WORKDIR/rl_<arm>: an interrupted run resumes from its latest checkpoint.
     NOTE: the RL steps declare no explicit shardings yet, so jit places arrays by the shardings
     of its inputs; `mesh` only gives the restored scalars and RNG a replicated sharding.
     """

@@ -197,7 +197,13 @@ def train_sft(
         state, shardings = train_state.train_state_from_params(
             params, config.seed, tx, mesh, param_shardings
         )
-    step_fn = make_sft_step(model_cfg, tx, mesh, shardings, optimizer.make_schedule(train_config))
+    step_fn = make_sft_step(
+        model_cfg.with_activation_dtype(train_config.get("dtype", "")),
+        tx,
+        mesh,
+        shardings,
+        optimizer.make_schedule(train_config),
+    )
     state = loop.fit(
         state,
         step_fn,
