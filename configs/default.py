@@ -18,7 +18,7 @@ def _model() -> ml_collections.ConfigDict:
     model.num_kv_heads = 4  # Key/value heads (grouped-query attention when < num_heads).
     model.head_dim = 0  # 0 = embed_dim // num_heads.
     model.mlp_dim = 512  # Hidden width of the MLP.
-    model.max_len = 160  # Longest sequence (prompt + completion) in tokens.
+    model.max_len = 160  # Maximum sequence length (prompt + completion) in tokens.
     model.tie_embeddings = True  # Share the input embedding with the LM head.
     model.param_dtype = "float32"  # Storage dtype of the weights.
     model.dtype = "float32"  # Activation and matmul dtype; logits are always float32.
@@ -97,7 +97,7 @@ def _rl() -> ml_collections.ConfigDict:
     rl.steps = 40  # Policy updates.
     rl.prompts_per_step = 8  # Distinct prompts per step.
     rl.group_size = 8  # Completions sampled per prompt.
-    rl.max_new_tokens = 24  # Longest completion.
+    rl.max_new_tokens = 24  # Maximum completion length, in tokens.
     rl.temperature = 1.0  # Sampling temperature during rollouts.
     rl.top_k = 0  # 0 = no top-k filtering.
     rl.top_p = 1.0  # 1.0 = no nucleus filtering.
@@ -142,7 +142,7 @@ def _rl() -> ml_collections.ConfigDict:
 
 def _eval() -> ml_collections.ConfigDict:
     ev = ml_collections.ConfigDict()
-    ev.max_new_tokens = 24  # Longest greedy response during evaluation.
+    ev.max_new_tokens = 24  # Maximum greedy response length during evaluation, in tokens.
     ev.batch_size = 64  # Prompts per sampling call.
     ev.max_prompts_per_split = 192  # Cap on prompts evaluated per split (0 = all).
     ev.ece_bins = 10  # Buckets of the expected calibration error.

@@ -50,7 +50,6 @@ def test_attack_train_config_constant_rate():
     assert config.sft.steps == 20  # The shared SFT section is not modified.
 
 
-@pytest.mark.slow
 def test_attack_evaluated_at_each_step():
     config = default.get_config("tiny")
     config.eval.attack_steps = (0, 1, 3)
@@ -84,7 +83,6 @@ def test_attack_evaluated_at_each_step():
     assert _checksum(params) == pytest.approx(before)
 
 
-@pytest.mark.slow
 def test_retention_results_judged_per_step(tmp_path):
     config = default.get_config("tiny")
     config.eval.attack_steps = (0, 2)

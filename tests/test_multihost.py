@@ -105,7 +105,6 @@ def _load(path: pathlib.Path) -> tuple[np.ndarray, list[np.ndarray]]:
         return data["losses"], leaves
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     port = _free_port()
     outputs = [tmp_path / f"process{i}.npz" for i in range(2)]

@@ -3,7 +3,6 @@
 import pathlib
 
 import nbformat
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "colab" / "quickstart.ipynb"
@@ -36,7 +35,6 @@ def test_notebook_has_parameter_cell():
     assert "TRAIT_RL_NOTEBOOK_TINY" in tagged[0].source
 
 
-@pytest.mark.slow
 def test_notebook_executes(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 

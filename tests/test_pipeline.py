@@ -2,7 +2,7 @@
 
 import json
 
-import pytest
+from conftest import SHARED_DATA
 from conftest import load_default_config as load_config
 
 from trait_rl import pipeline
@@ -69,6 +69,8 @@ def test_attack_records_exclude_training_split():
 
 def test_pipeline_micro_run_writes_report(tmp_path):
     config = micro_config()
+    if SHARED_DATA.is_dir():
+        config.eval.public_data_dir = str(SHARED_DATA)
 
     report_path = pipeline.run_pipeline(config, tmp_path)
 
@@ -82,9 +84,11 @@ def test_pipeline_micro_run_writes_report(tmp_path):
         assert (tmp_path / phase / "FINAL").is_file()
     text = report_path.read_text()
     assert "Claim 2" in text
+    if SHARED_DATA.is_dir():
+        assert set(metrics["public_mc"]) == {"sft", "conventional", "trait_rl"}
+        assert "truthfulqa_mc1" in metrics["public_mc"]["trait_rl"]
 
 
-@pytest.mark.slow
 def test_pipeline_rerun_restores_finished_phases(tmp_path):
     config = micro_config()
     pipeline.run_pipeline(config, tmp_path)

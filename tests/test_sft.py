@@ -160,7 +160,6 @@ def test_loss_decreases_in_few_steps(one_device):
     assert float(loss) < 0.5 * float(initial_loss)
 
 
-@pytest.mark.slow
 def test_memorises_answers_and_decodes_them(one_device, tmp_path):
     mesh, train_config, _, _ = one_device
     state, _, _ = _state(mesh, train_config)

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 from conftest import load_default_config as load_config
 
 from trait_rl.data import world_data
@@ -12,7 +11,6 @@ from trait_rl.rewards import judges
 from trait_rl.training import phase
 
 
-@pytest.mark.slow
 def test_sft_answers_known_facts(tmp_path):
     config = load_config("tiny")
     config.data.num_entities = 24

@@ -16,9 +16,10 @@ import jax
 import ml_collections
 
 from trait_rl import TRAITS, configuration
+from trait_rl.data import public_evals
 from trait_rl.data.records import PromptRecord
 from trait_rl.data.world_data import PROMPT_SPLITS, WorldData, load_world_data
-from trait_rl.eval import generate, malicious, report, summary
+from trait_rl.eval import generate, malicious, multiple_choice, report, summary
 from trait_rl.eval.arms import conventional_filter
 from trait_rl.parallel import mesh as mesh_lib
 from trait_rl.training import checkpoints, phase
@@ -98,6 +99,28 @@ def attack_all(config, params_by_arm, model_cfg, tokenizer, records, data, mesh,
     return attacked
 
 
+def public_multiple_choice(config, params_by_arm, model_cfg, tokenizer) -> dict:
+    """Score every arm on the public multiple-choice files in `eval.public_data_dir`, if set.
+
+    A from-scratch model trained on the trait world has seen none of these questions, so its
+    scores sit near chance; they are meaningful for a model started from a pretrained checkpoint.
+    """
+    if not config.eval.public_data_dir:
+        return {}
+    evals = public_evals.load_public_evals(config.eval.public_data_dir)
+    scores = {}
+    for arm, params in params_by_arm.items():
+        scores[arm] = multiple_choice.evaluate_public_mc(
+            multiple_choice.model_logps_fn(params, model_cfg),
+            tokenizer,
+            evals,
+            model_cfg.max_len,
+            config.eval.batch_size,
+            max_items=config.eval.max_prompts_per_split,
+        )
+    return scores
+
+
 def write_responses(workdir: pathlib.Path, results_by_arm: dict) -> None:
     """Write every arm's judged responses to WORKDIR/responses/<arm>.jsonl."""
     directory = workdir / "responses"
@@ -139,9 +162,15 @@ def run_pipeline(
         )
     timings["attack_seconds"] = time.perf_counter() - start
 
+    public_mc = public_multiple_choice(config, params_by_arm, model_cfg, tokenizer)
     config_dict = json.loads(config.to_json_best_effort())
     metrics = summary.build_metrics(
-        results_by_arm, config.eval, config_dict, config.seed, attacked_results=attacked
+        results_by_arm,
+        config.eval,
+        config_dict,
+        config.seed,
+        attacked_results=attacked,
+        public_mc=public_mc,
     )
     metrics["timings"] = timings
     metrics["reward_accuracy"] = reward_accuracy(workdir)
