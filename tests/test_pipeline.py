@@ -1,6 +1,7 @@
 """The main job end to end on a micro config, and the pipeline's own helpers."""
 
 import json
+import pathlib
 
 from conftest import SHARED_DATA
 from conftest import load_default_config as load_config
@@ -99,3 +100,23 @@ def test_pipeline_rerun_restores_finished_phases(tmp_path):
 
     assert first["arms"] == second["arms"]
     assert first["claims"] == second["claims"]
+
+
+def test_pipeline_same_seed_gives_identical_metrics(tmp_path):
+    config = micro_config()
+
+    pipeline.run_pipeline(config, tmp_path / "first")
+    pipeline.run_pipeline(config, tmp_path / "second")
+
+    first = json.loads((tmp_path / "first" / "metrics.json").read_text())
+    second = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    first.pop("timings")
+    second.pop("timings")
+    assert first == second
+    for arm in ("sft", "conventional", "trait_rl"):
+        name = arm + ".jsonl"
+        responses = (tmp_path / "first" / "responses" / name).read_text()
+        assert responses == (tmp_path / "second" / "responses" / name).read_text()
+    for phase in ("sft", "reward", "rl_trait_rl"):
+        log = pathlib.Path(phase) / "logs" / "metrics.jsonl"
+        assert (tmp_path / "first" / log).read_text() == (tmp_path / "second" / log).read_text()
