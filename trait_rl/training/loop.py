@@ -11,6 +11,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
 
+from trait_rl.data import batching
+from trait_rl.parallel import sharding
 from trait_rl.training import checkpoints, preemption
 from trait_rl.training.train_state import TrainState
 
@@ -29,6 +31,31 @@ def _check_finite(prefix: str, step: int, metrics: Mapping[str, np.ndarray]) -> 
                 "the run stopped and no checkpoint of this or a later step was written. Lower "
                 "the learning rate or inspect the batch at that step."
             )
+
+
+def device_batches(
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int,
+    seed: int,
+    start_step: int,
+    mesh,
+    from_arrays: Callable[[Mapping[str, np.ndarray]], Any],
+) -> Iterator[Any]:
+    """Yield global device batches from `start_step` on, in the deterministic order of batching.
+
+    Each process reads only its share of every global batch; `from_arrays` builds the batch
+    dataclass (for example SFTBatch.from_arrays) from one host batch.
+    """
+    process_batches = batching.batch_iterator(
+        arrays,
+        batch_size,
+        seed,
+        start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    for host_batch in process_batches:
+        yield sharding.shard_batch(from_arrays(host_batch), mesh)
 
 
 def train_loop(

@@ -186,17 +186,10 @@ def pairwise_accuracy(
 def preference_batches(
     arrays: Mapping[str, np.ndarray], batch_size: int, seed: int, start_step: int, mesh
 ) -> Iterator[PreferenceBatch]:
-    """Yield device batches from `start_step` on, in the deterministic order of `batching`."""
-    process_batches = batching.batch_iterator(
-        arrays,
-        batch_size,
-        seed,
-        start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+    """Yield device PreferenceBatches from `start_step` on (see loop.device_batches)."""
+    return loop.device_batches(
+        arrays, batch_size, seed, start_step, mesh, PreferenceBatch.from_arrays
     )
-    for host_batch in process_batches:
-        yield sharding.shard_batch(PreferenceBatch.from_arrays(host_batch), mesh)
 
 
 def tokenize_preferences(

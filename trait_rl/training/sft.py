@@ -118,17 +118,8 @@ def make_sft_step(
 def sft_batches(
     arrays: Mapping[str, np.ndarray], batch_size: int, seed: int, start_step: int, mesh
 ) -> Iterator[SFTBatch]:
-    """Yield device batches from `start_step` on, in the deterministic order of `batching`."""
-    process_batches = batching.batch_iterator(
-        arrays,
-        batch_size,
-        seed,
-        start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    for host_batch in process_batches:
-        yield sharding.shard_batch(SFTBatch.from_arrays(host_batch), mesh)
+    """Yield device SFTBatches from `start_step` on (see loop.device_batches)."""
+    return loop.device_batches(arrays, batch_size, seed, start_step, mesh, SFTBatch.from_arrays)
 
 
 def packed_sft_arrays(
