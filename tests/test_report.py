@@ -318,3 +318,14 @@ def test_identical_arms_note(metrics):
         "**Identical responses:** `conventional` and `trait_rl` gave the same response to each "
         "of the 40 prompts"
     ) in text
+
+
+def test_summary_rows_in_claim_order(metrics):
+    # metrics.json stores keys sorted; the summary must still list claims 1, 2, 3, 4 in order.
+    metrics["claims"] = dict(sorted(metrics["claims"].items()))
+
+    text = report.render_report(metrics, {})
+
+    positions = [text.index(f"| {number}. ") for number in range(1, 5) if f"| {number}. " in text]
+    assert len(positions) >= 2
+    assert positions == sorted(positions)

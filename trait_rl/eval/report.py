@@ -349,7 +349,10 @@ def _summary_table(claim_sections: Mapping[str, Mapping]) -> str:
         "malicious_finetuning": "3. malicious fine-tuning",
         "ablation": "4. all traits vs one",
     }
-    rows = [[titles.get(name, name), claim["verdict"]] for name, claim in claim_sections.items()]
+    # metrics.json stores keys sorted, so order the rows by claim number, not by the dict.
+    ordered = [name for name in titles if name in claim_sections]
+    ordered += sorted(name for name in claim_sections if name not in titles)
+    rows = [[titles.get(name, name), claim_sections[name]["verdict"]] for name in ordered]
     return _table(["claim", "verdict"], rows)
 
 
