@@ -6,10 +6,11 @@ Run it with:
 Every field not set here keeps its value from configs/default.py.
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
+
+from trait_rl import config_files
 
 # Decoder shapes per variant: (num_layers, embed_dim, num_heads, mlp_dim). With the 32768-row
 # tied embedding these give 124.3M and 341.9M parameters (checked in tests/test_configs.py).
@@ -25,13 +26,9 @@ _TRAINING = {
 }
 
 
-def _default_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    """Load `get_config` from configs/default.py, which is a file beside this one, not a package."""
-    path = pathlib.Path(__file__).with_name("default.py")
-    spec = importlib.util.spec_from_file_location("trait_rl_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+def _default_config() -> ml_collections.ConfigDict:
+    """Return configs/default.py's config, the base this file overrides."""
+    return config_files.load_config(pathlib.Path(__file__).with_name("default.py"))
 
 
 def get_config(variant: str | None = "125m") -> ml_collections.ConfigDict:

@@ -7,10 +7,11 @@ The mesh is fsdp=16 x tensor=4 with the data axis taking the rest, so it needs a
 configs/default.py.
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
+
+from trait_rl import config_files
 
 # Decoder shapes per variant: (num_layers, embed_dim, num_heads, num_kv_heads, mlp_dim). With the
 # 32768-row tied embedding these give 1.04B and 2.92B parameters (checked in
@@ -22,13 +23,9 @@ _SHAPES = {
 _LEARNING_RATES = {"1b": 3e-4, "3b": 2e-4}  # Peak SFT learning rate per variant.
 
 
-def _default_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    """Load `get_config` from configs/default.py, which is a file beside this one, not a package."""
-    path = pathlib.Path(__file__).with_name("default.py")
-    spec = importlib.util.spec_from_file_location("trait_rl_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+def _default_config() -> ml_collections.ConfigDict:
+    """Return configs/default.py's config, the base this file overrides."""
+    return config_files.load_config(pathlib.Path(__file__).with_name("default.py"))
 
 
 def get_config(variant: str | None = "1b") -> ml_collections.ConfigDict:

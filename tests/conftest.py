@@ -22,10 +22,7 @@ def shared_data_dir() -> pathlib.Path:
 
 def load_default_config(variant: str | None = None):
     """Return configs/default.py's get_config(variant); configs/ is not a package."""
-    import importlib.util
+    from trait_rl import config_files
 
     path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
-    spec = importlib.util.spec_from_file_location("trait_rl_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return config_files.load_config(path, variant)

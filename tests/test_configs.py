@@ -1,13 +1,12 @@
 """Every config file and variant validates, has its intended model size, and rejects bad values."""
 
-import importlib.util
 import pathlib
 import re
 
 import jax
 import pytest
 
-from trait_rl import configuration
+from trait_rl import config_files, configuration
 from trait_rl.configuration import ConfigError
 from trait_rl.model import transformer
 from trait_rl.model.config import ModelConfig
@@ -25,10 +24,7 @@ VARIANTS = [
 
 
 def load_config(filename: str, variant: str | None):
-    spec = importlib.util.spec_from_file_location(f"config_{filename[:-3]}", CONFIG_DIR / filename)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return config_files.load_config(CONFIG_DIR / filename, variant)
 
 
 def count_params(config) -> int:

@@ -12,7 +12,6 @@ never pooled, because their numbers measure different settings.
 
 import collections
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Any
 
 import ml_collections
 
-from trait_rl import configuration
+from trait_rl import config_files, configuration
 from trait_rl.data import io_utils
 from trait_rl.eval import aggregate, plots
 
@@ -69,9 +68,7 @@ def grid(groups: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) -> list[
 def _load_module(path: pathlib.Path):
     if not path.is_file():
         raise SweepError(f"{path}: sweep file not found")
-    spec = importlib.util.spec_from_file_location(f"trait_rl_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_files.load_module(path, f"trait_rl_sweep_{path.stem}")
     if not callable(getattr(module, "get_sweep", None)):
         raise SweepError(f"{path}: get_sweep() not found; define it to return a list of run dicts")
     return module

@@ -5,7 +5,6 @@ facts the model never saw. The denominator is stored beside it, and a rate with 
 prompts is None, not 0.
 """
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -42,18 +41,6 @@ def _fraction(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _ground_truth(record: PromptRecord) -> dict:
-    try:
-        truth = json.loads(record.ground_truth)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"prompt {record.id!r}: ground_truth is not valid JSON ({error.msg})"
-        ) from None
-    if not isinstance(truth, dict):
-        raise ValueError(f"prompt {record.id!r}: ground_truth is not a JSON object")
-    return truth
-
-
 def _truth_field(truth: Mapping, key: str, record: PromptRecord):
     if key not in truth:
         raise ValueError(
@@ -65,7 +52,7 @@ def _truth_field(truth: Mapping, key: str, record: PromptRecord):
 
 def prompt_kind(record: PromptRecord) -> str:
     """Name what a prompt tests (one of PROMPT_KINDS), from its ground truth."""
-    truth = _ground_truth(record)
+    truth = judges.ground_truth(record)
     truth_type = truth.get("type")
     if truth_type == "qa":
         if int(_truth_field(truth, "exposure", record)) == 0:

@@ -64,7 +64,7 @@ class Judgement:
 
 def judge(record: PromptRecord, response: str) -> Judgement:
     """Judge `response` to `record` by the record's ground-truth type."""
-    truth = _ground_truth(record)
+    truth = ground_truth(record)
     parsed = rf.parse_response(response)
     judges = {
         "qa": judge_answer,
@@ -80,7 +80,8 @@ def judge(record: PromptRecord, response: str) -> Judgement:
     return judges[truth["type"]](truth, parsed)
 
 
-def _ground_truth(record: PromptRecord) -> dict:
+def ground_truth(record: PromptRecord) -> dict:
+    """Parse a prompt record's ground-truth JSON object; raise ValueError naming the record."""
     try:
         truth = json.loads(record.ground_truth)
     except json.JSONDecodeError as error:
