@@ -1,7 +1,7 @@
 """Validation of a whole run configuration, before anything is compiled or written.
 
 Every check names the dotted field and repeats the bad value, so a typo on the command line
-(`--config.rl.group_size=0`) fails at once with a message that says what to change.
+(`--config.rl.group_size=0`) fails at once with a message that names what to change.
 """
 
 import math

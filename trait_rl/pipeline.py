@@ -1,9 +1,10 @@
 """The main job: from nothing to a report, every phase under one work directory.
 
-Order: world data and tokenizer, base SFT, reward model, conventional baseline, one RL run per
-arm (the single-trait ablation arms too when `eval.ablation`), then evaluation of every arm on
-every split, the malicious fine-tuning attack on the aligned arms, and the report. A phase whose
-final checkpoint exists is restored instead of retrained, so an interrupted pipeline resumes.
+Training runs first: world data and tokenizer, base SFT, reward model, conventional baseline,
+and one RL run per arm (with the single-trait ablation arms when `eval.ablation`). Then every arm
+is evaluated on every split, the aligned arms get the malicious fine-tuning attack, and the
+report is written. A phase whose final checkpoint exists is restored instead of retrained, so an
+interrupted pipeline resumes.
 """
 
 import json
@@ -103,7 +104,7 @@ def public_multiple_choice(config, params_by_arm, model_cfg, tokenizer) -> dict:
     """Score every arm on the public multiple-choice files in `eval.public_data_dir`, if set.
 
     A from-scratch model trained on the trait world has seen none of these questions, so its
-    scores sit near chance; they are meaningful for a model started from a pretrained checkpoint.
+    scores sit near chance. They are meaningful for a model started from a pretrained checkpoint.
     """
     if not config.eval.public_data_dir:
         return {}
