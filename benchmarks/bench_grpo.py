@@ -5,7 +5,8 @@
 8 prompts x group 8 = 64 completions of exactly 32 tokens after 32-token prompts, kl_coef 0.04,
 random weights and a synthetic on-device reward (so no judge or reward model is timed). Each phase
 is timed up to `block_until_ready`, and the step time is their sum. The FLOP limit is the step's
-analytic FLOPs at the float32 matmul peak measured in the same run.
+analytic FLOPs at the float32 matmul peak measured in the same run, counting every row's prompt
+as the peers run it; `executed_gflop` is what the library runs with each group's prompt shared.
 """
 
 import argparse
@@ -31,6 +32,25 @@ def grpo_flops(cfg, shape: setups.RLShape) -> dict[str, int]:
         "reference": benchlib.forward_flops(cfg, shape.batch, seq_len),
         "update": benchlib.train_step_flops(cfg, shape.batch, seq_len),
     }
+
+
+def shared_prompt_grpo_flops(cfg, shape: setups.RLShape) -> int:
+    """Return the FLOPs of one GRPO step as run, each group's prompt going through the model once.
+
+    `grpo_flops` counts the work of running every row's prompt, as the peers do; the library
+    runs the 8 distinct prompts once each in the sampler's prefill, the reference and the update
+    (`prompt_repeats`), and the completions over the shared prompt keys and values.
+    """
+    prompts, batch = shape.prompts, shape.batch
+    p, seq_len = shape.prompt_len, shape.prompt_len + shape.new_tokens
+    prefill = benchlib.sampling_flops(cfg, prompts, p, 1)
+    decode = benchlib.sampling_flops(cfg, batch, p, shape.new_tokens)
+    decode -= benchlib.sampling_flops(cfg, batch, p, 1)
+    completions = benchlib.forward_flops(cfg, batch, seq_len) - benchlib.forward_flops(
+        cfg, batch, p
+    )
+    forward = benchlib.forward_flops(cfg, prompts, p) + completions
+    return prefill + decode + forward + 3 * forward
 
 
 def ppo_flops(cfg, shape: setups.RLShape, ppo_config) -> dict[str, int]:
@@ -69,7 +89,7 @@ def grpo_step_fn(cfg, shape, seed: int = 0):
         batch = setups.policy_batch(tokens, mask, output, ref_logps)
         holder["state"], _ = _timed(phases, "update", update, holder["state"], batch)
 
-    return step, grpo_flops(cfg, shape)
+    return step, grpo_flops(cfg, shape), shared_prompt_grpo_flops(cfg, shape)
 
 
 def ppo_step_fn(cfg, shape, seed: int = 0):
@@ -87,10 +107,10 @@ def ppo_step_fn(cfg, shape, seed: int = 0):
         ppo_batch = _timed(phases, "values_gae", values_and_gae, holder["state"], batch)
         holder["state"], _ = _timed(phases, "update", update, holder["state"], ppo_batch)
 
-    return step, ppo_flops(cfg, shape, ppo_config)
+    return step, ppo_flops(cfg, shape, ppo_config), None
 
 
-def summarize_algorithm(name, records, first, flops, shape, peak_gflops, load) -> dict:
+def summarize_algorithm(name, records, first, flops, executed, shape, peak_gflops, load) -> dict:
     totals = [sum(phases.values()) for phases in records]
     summary = benchlib.summarize(totals)
     row = {"algorithm": name, **summary, "first_step_s": first}
@@ -103,6 +123,9 @@ def summarize_algorithm(name, records, first, flops, shape, peak_gflops, load) -
     row["step_gflop"] = total_flops / 1e9
     row["limit_s"] = total_flops / (peak_gflops * 1e9)
     row["share_of_limit"] = row["limit_s"] / summary["median_s"]
+    if executed is not None:
+        row["executed_gflop"] = executed / 1e9
+        row["executed_gflop_per_s"] = executed / 1e9 / summary["median_s"]
     return {**row, **load}
 
 
@@ -125,10 +148,11 @@ def main() -> None:
     for name in args.algorithms:
         if name not in builders:
             parser.error(f"invalid --algorithms value {name!r}; expected grpo or ppo")
-        step, flops = builders[name](cfg, shape)
+        step, flops, executed = builders[name](cfg, shape)
         with benchlib.LoadMonitor() as load:
             records, first = run_steps(step, args)
-        rows.append(summarize_algorithm(name, records, first, flops, shape, peak, load.result))
+        row = summarize_algorithm(name, records, first, flops, executed, shape, peak, load.result)
+        rows.append(row)
 
     print(f"matmul peak used for the limit: {peak:.1f} GFLOP/s ({args.dtype})")
     columns = [
@@ -142,6 +166,8 @@ def main() -> None:
         "update_s",
         "step_gflop",
         "share_of_limit",
+        "executed_gflop",
+        "executed_gflop_per_s",
         "first_step_s",
         "load_avg_1m",
         "others_cpu_share",

@@ -3,9 +3,10 @@
   .venv/bin/python benchmarks/profile_grpo.py [--repeats 5]
 
 At the reference shape (64 sequences of 32 + 32 tokens) it times, each as its own jit: the
-backbone alone, backbone + full-vocabulary logits + log-softmax (the reference scorer), the loss
-gradient without the optimizer, the library's full GRPO step, the eager advantage computation
-the RL loop runs between jits, and the reference forward in bfloat16.
+backbone alone, the reference scorer (backbone + logits + log-softmax) in float32 and bfloat16,
+the loss gradient without the optimizer, the library's full GRPO step and the eager advantage
+computation the RL loop runs between jits. The scorer and the gradient run twice: with every
+row's prompt (the FLOPs the rates count) and with each group's prompt run once.
 """
 
 import argparse
@@ -47,8 +48,12 @@ def main() -> None:
     cfg_bf16 = dataclasses.replace(cfg, dtype="bfloat16")
 
     backbone = jax.jit(lambda p, t, m: transformer.backbone(p, cfg, t, m)[0])
-    loss_grad = jax.jit(jax.grad(lambda p, b: grpo.grpo_loss(p, cfg, b, kl_coef, loss_config)[0]))
-    reference_bf16 = jax.jit(rollout.completion_logps_BxN, static_argnums=(1, 6))
+
+    def loss(p, b, prompt_repeats):
+        return grpo.grpo_loss(p, cfg, b, kl_coef, loss_config, prompt_repeats)[0]
+
+    loss_grad = jax.jit(jax.grad(loss), static_argnums=2)
+    completions = (tokens, mask, output.tokens_BxN, output.completion_mask_BxN, 1.0)
     holder = {"state": state}
 
     def full_step(_):
@@ -59,20 +64,23 @@ def main() -> None:
         estimator = advantages.get_advantage_estimator("grpo")
         return estimator(setups.synthetic_reward_B(output.tokens_BxN), shape.group_size, 1e-2)
 
+    group = shape.group_size
+    scorer = rollout.reference_logps_BxN
+    # name: (call, multiple of the every-row forward FLOPs, or 0 where the count differs)
     parts = {
-        "backbone forward": (lambda _: backbone(params, seq_tokens, seq_mask), 1),
-        "reference (backbone + logits + log-softmax)": (
-            lambda _: reference(tokens, mask, output),
+        "backbone forward, every row's prompt": (
+            lambda _: backbone(params, seq_tokens, seq_mask),
             1,
         ),
-        "reference in bfloat16": (
-            lambda _: reference_bf16(
-                params, cfg_bf16, tokens, mask, output.tokens_BxN, output.completion_mask_BxN, 1.0
-            ),
+        "reference, every row's prompt": (lambda _: scorer(params, cfg, *completions, 1), 1),
+        "reference, every row's prompt, bfloat16": (
+            lambda _: scorer(params, cfg_bf16, *completions, 1),
             1,
         ),
-        "loss gradient (no optimizer)": (lambda _: loss_grad(params, batch), 3),
-        "GRPO step (gradient + AdamW)": (full_step, 3),
+        "reference, shared prompts": (lambda _: scorer(params, cfg, *completions, group), 0),
+        "loss gradient, every row's prompt": (lambda _: loss_grad(params, batch, 1), 3),
+        "loss gradient, shared prompts": (lambda _: loss_grad(params, batch, group), 0),
+        "GRPO step, shared prompts (gradient + AdamW)": (full_step, 0),
         "eager advantages between jits": (eager_advantages, 0),
     }
     seq_len = shape.prompt_len + shape.new_tokens

@@ -117,7 +117,15 @@ def make_rollout_parts(cfg: ModelConfig, shape: RLShape, seed: int = 0):
     sampling_cfg = sampling_config(shape)
 
     def sample(policy_params, prompt_tokens, prompt_mask, key):
-        return sampling.sample(policy_params, cfg, sampling_cfg, prompt_tokens, prompt_mask, key)
+        return sampling.sample(
+            policy_params,
+            cfg,
+            sampling_cfg,
+            prompt_tokens,
+            prompt_mask,
+            key,
+            prompt_repeats=shape.group_size,
+        )
 
     def reference(prompt_tokens, prompt_mask, output):
         return rollout.reference_logps_BxN(
@@ -128,6 +136,7 @@ def make_rollout_parts(cfg: ModelConfig, shape: RLShape, seed: int = 0):
             output.tokens_BxN,
             output.completion_mask_BxN,
             sampling_cfg.logps_temperature,
+            shape.group_size,
         )
 
     return params, sample, reference
@@ -155,7 +164,9 @@ def make_grpo_update(cfg: ModelConfig, shape: RLShape, params) -> tuple[Callable
     """
     rl = rl_config(shape, "grpo")
     tx = optimizer.make_optimizer(rl_loop.optimizer_section(rl, 1), "rl")
-    step_fn = grpo.make_grpo_step(cfg, tx, grpo.policy_loss_config_from(rl))
+    step_fn = grpo.make_grpo_step(
+        cfg, tx, grpo.policy_loss_config_from(rl), prompt_repeats=shape.group_size
+    )
     estimator = advantages.get_advantage_estimator(rl.advantage_estimator)
     kl_coef = jnp.asarray(rl.kl_coef, jnp.float32)
     state = train_state.TrainState(

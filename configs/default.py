@@ -30,6 +30,9 @@ def _model() -> ml_collections.ConfigDict:
     model.use_bias = False  # Biases on all attention and MLP projections (GPT-2).
     model.qkv_bias = False  # Biases on the q, k and v projections only (Qwen2).
     model.embed_scale = False  # Multiply token embeddings by sqrt(embed_dim) (Gemma).
+    # Rematerialisation of each layer in the backward pass: dots (keep matmul outputs, recompute
+    # the rest) | full (recompute the layer; least memory) | none (keep every residual).
+    model.remat = "dots"
     model.init_from = ""  # Directory of a converted Hugging Face checkpoint; "" = random init.
     return model
 

@@ -113,3 +113,27 @@ def test_kl_positive_after_updates_with_zero_coefficient(params):
     assert kl_values[0] == pytest.approx(0.0, abs=1e-6)
     assert kl_values[-1] > 1e-4
     assert int(state.step) == 3
+
+
+def test_shared_prompts_give_the_same_logps_and_gradients(params):
+    """Running each group's prompt once equals running it in every row, values and gradients.
+
+    The groups hold prompts with 0, 2 and 4 left-padding tokens and completions that stop early,
+    so padding on both sides is covered.
+    """
+    advantages_B = jnp.array([1.0, -0.5, 0.25, -1.0, 0.75, -0.25])
+    batch = _batch(params, params, advantages_B, rng=3)
+    args = (batch.prompt_tokens_BxP, batch.prompt_mask_BxP, batch.completion_tokens_BxN,
+            batch.completion_mask_BxN, 1.0)  # fmt: skip
+    per_row = rollout.completion_logps_BxN(params, CFG, *args)
+    shared = rollout.completion_logps_BxN(params, CFG, *args, 2)
+    assert np.asarray(batch.completion_mask_BxN).min() == 0  # some completions stopped early
+    np.testing.assert_allclose(np.asarray(shared), np.asarray(per_row), atol=1e-5)
+
+    def grads(prompt_repeats):
+        loss = lambda p: grpo.grpo_loss(p, CFG, batch, jnp.asarray(0.1), _loss_config(),
+                                        prompt_repeats)[0]  # fmt: skip
+        return jax.grad(loss)(params)
+
+    for a, b in zip(jax.tree.leaves(grads(1)), jax.tree.leaves(grads(2)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -189,6 +189,7 @@ def test_one_billion_config_shapes_only():
         ({"param_dtype": "fp32"}, "model.param_dtype", "'fp32'"),
         ({"num_layers": 0}, "model.num_layers", "0"),
         ({"head_dim": 7, "num_heads": 4}, "model.head_dim", "7"),
+        ({"remat": "some"}, "model.remat", "'some'"),
     ],
 )
 def test_bad_config_names_field_and_value(changes, field, value):
@@ -210,3 +211,42 @@ def test_from_config_rejects_small_vocab():
     section.vocab_size = 100
     with pytest.raises(ValueError, match="model.vocab_size=100"):
         ModelConfig.from_config(section, vocab_size=512)
+
+
+@pytest.mark.parametrize("remat", ["dots", "full"])
+def test_remat_keeps_gradients(model, remat):
+    """Rematerialisation changes what the backward pass stores, never the gradient."""
+    cfg, params, _ = model
+    tokens, mask = _left_pad(_tokens(2, 10), 3)
+
+    def loss(p, model_cfg):
+        logits, _ = transformer.forward(p, model_cfg, tokens, mask)
+        return jnp.sum(jax.nn.log_softmax(logits)[..., 1] * mask)
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    kept = grad(params, dataclasses.replace(cfg, remat="none"))
+    recomputed = grad(params, dataclasses.replace(cfg, remat=remat))
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(recomputed), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_extend_after_prefix_matches_full_forward(model):
+    """prefix_forward + extend (repeated rows) equal one full forward over [prompt | tokens]."""
+    cfg, params, _ = model
+    prompts, prompt_mask = _left_pad(_tokens(2, 5, seed=2), 2)
+    prefix_hidden, prefix = transformer.prefix_forward(params, cfg, prompts, prompt_mask)
+    prompts, prompt_mask = jnp.repeat(prompts, 3, axis=0), jnp.repeat(prompt_mask, 3, axis=0)
+    tokens = _tokens(6, 4, seed=3)
+    token_mask = jnp.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]] * 2, jnp.int32)
+    extended = transformer.extend(params, cfg, tokens, token_mask, prefix.repeat(3))
+
+    full_tokens = jnp.concatenate([prompts, tokens * token_mask], axis=1)
+    full_mask = jnp.concatenate([prompt_mask, token_mask], axis=1)
+    full, _ = transformer.backbone(params, cfg, full_tokens, full_mask)
+    real = np.asarray(token_mask, bool)
+    np.testing.assert_allclose(np.asarray(extended)[real], np.asarray(full[:, 7:])[real], atol=ATOL)
+    np.testing.assert_allclose(
+        np.asarray(jnp.repeat(prefix_hidden, 3, axis=0))[np.asarray(prompt_mask, bool)],
+        np.asarray(full[:, :7])[np.asarray(prompt_mask, bool)],
+        atol=ATOL,
+    )

@@ -172,3 +172,54 @@ def test_sampling_config_is_hashable_with_list_stop_ids():
     config = sampling.SamplingConfig(max_new_tokens=3, stop_ids=[2, 7])
     assert config.stop_ids == (2, 7)
     assert hash(config) == hash(sampling.SamplingConfig(max_new_tokens=3, stop_ids=(2, 7)))
+
+
+def test_argmax_matches_jnp_argmax_with_ties():
+    logits_BxV = jax.random.normal(jax.random.key(3), (16, 50))
+    logits_BxV = logits_BxV.at[0, 7].set(9.0).at[0, 3].set(9.0)  # a tie: the first index wins
+    logits_BxV = logits_BxV.at[1].set(0.0)  # all equal: index 0
+    chosen = sampling._argmax(logits_BxV)
+    np.testing.assert_array_equal(np.asarray(chosen), np.asarray(jnp.argmax(logits_BxV, axis=-1)))
+    assert int(chosen[0]) == 3 and int(chosen[1]) == 0
+
+
+def test_categorical_frequencies_match_probabilities():
+    """Inverse-CDF draws follow softmax(logits) and never pick an id of probability 0."""
+    probs_V = np.array([0.5, 0.0, 0.3, 0.0, 0.15, 0.05], np.float32)
+    logits_BxV = jnp.broadcast_to(jnp.log(jnp.asarray(probs_V)), (40_000, probs_V.size))
+    logits_BxV = logits_BxV.at[:, 3].set(sampling._BANNED_LOGIT)  # a banned id: finite, tiny
+    tokens_B = np.asarray(sampling._categorical(jax.random.key(0), logits_BxV))
+    frequencies_V = np.bincount(tokens_B, minlength=probs_V.size) / tokens_B.size
+    assert frequencies_V[1] == 0 and frequencies_V[3] == 0
+    # 40,000 draws: the standard error of a frequency near 0.5 is 0.0025; allow 4 of them.
+    np.testing.assert_allclose(frequencies_V, probs_V, atol=0.01)
+
+
+@pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "temperature"])
+def test_shared_prefill_matches_per_row_prefill(params, prompts, greedy):
+    """prompt_repeats runs each prompt once and repeats its cache: same samples and logps."""
+    tokens_BxP, mask_BxP = (np.repeat(np.asarray(a), 4, axis=0) for a in prompts)
+    config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, greedy=greedy, temperature=0.8)
+    key = jax.random.key(7)
+    per_row = sampling.sample(params, CFG, config, tokens_BxP, mask_BxP, key)
+    shared = sampling.sample(params, CFG, config, tokens_BxP, mask_BxP, key, prompt_repeats=4)
+    np.testing.assert_array_equal(np.asarray(shared.tokens_BxN), np.asarray(per_row.tokens_BxN))
+    np.testing.assert_array_equal(
+        np.asarray(shared.completion_mask_BxN), np.asarray(per_row.completion_mask_BxN)
+    )
+    np.testing.assert_allclose(
+        np.asarray(shared.logps_BxN), np.asarray(per_row.logps_BxN), atol=ATOL
+    )
+
+
+def test_prompt_repeats_rejects_rows_that_differ(params, prompts):
+    config = sampling.SamplingConfig(max_new_tokens=2)
+    tokens_BxP, mask_BxP = (np.repeat(np.asarray(a), 2, axis=0) for a in prompts)
+    with pytest.raises(ValueError, match="differ within a group of 3"):
+        sampling.sample(
+            params, CFG, config, tokens_BxP, mask_BxP, jax.random.key(0), prompt_repeats=3
+        )
+    with pytest.raises(ValueError, match="positive divisor of the batch size 6"):
+        sampling.sample(
+            params, CFG, config, tokens_BxP, mask_BxP, jax.random.key(0), prompt_repeats=4
+        )

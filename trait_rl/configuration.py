@@ -120,6 +120,7 @@ def validate_model(config) -> None:
     _one_of(config, "model.position_embedding", ("rope", "learned"))
     _one_of(config, "model.norm", ("rmsnorm", "layernorm"))
     _one_of(config, "model.mlp_activation", ("swiglu", "geglu", "gelu"))
+    _one_of(config, "model.remat", ("none", "dots", "full"))
     for field in ("model.qkv_bias", "model.embed_scale"):
         _boolean(config, field)
 

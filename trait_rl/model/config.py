@@ -9,6 +9,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 POSITION_EMBEDDINGS = ("rope", "learned")
 NORMS = ("rmsnorm", "layernorm")
 MLP_ACTIVATIONS = ("swiglu", "geglu", "gelu")
+REMAT_POLICIES = ("none", "dots", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ModelConfig:
     use_bias: bool = False
     embed_scale: bool = False
     qkv_bias: bool = False
+    remat: str = "dots"
 
     def __post_init__(self):
         _check_positive(self, ("vocab_size", "num_layers", "embed_dim", "num_heads", "mlp_dim"))
@@ -61,6 +63,7 @@ class ModelConfig:
         _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("mlp_activation", self.mlp_activation, MLP_ACTIVATIONS)
+        _check_choice("remat", self.remat, REMAT_POLICIES)
         if not self.rope_theta > 0:
             raise ValueError(f"invalid model.rope_theta={self.rope_theta}: it must be > 0")
         if not self.norm_eps > 0:

@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from trait_rl.model import transformer
 from trait_rl.model.config import ModelConfig
@@ -117,6 +118,32 @@ def _ban(logits_BxV: jax.Array, banned_ids: tuple[int, ...]) -> jax.Array:
     return jnp.where(banned_V, _BANNED_LOGIT, logits_BxV)
 
 
+def _argmax(logits_BxV: jax.Array) -> jax.Array:
+    """Return the first index of the largest logit of each row, as jnp.argmax does.
+
+    A max followed by a min over matching indices: two plain reductions, which XLA's CPU
+    backend runs about 4x faster than the paired (value, index) reduction of jnp.argmax.
+    """
+    vocab_size = logits_BxV.shape[-1]
+    max_Bx1 = jnp.max(logits_BxV, axis=-1, keepdims=True)
+    ids_V = jnp.arange(vocab_size, dtype=jnp.int32)
+    return jnp.min(jnp.where(logits_BxV == max_Bx1, ids_V, vocab_size), axis=-1)
+
+
+def _categorical(rng: jax.Array, logits_BxV: jax.Array) -> jax.Array:
+    """Draw one id per row from softmax(logits) by inverting the cumulative distribution.
+
+    One uniform number per row instead of the V Gumbel numbers of jax.random.categorical; at
+    batch 64 and vocabulary 2048 that choice took 1.8 ms per decode step on the CPU, this one
+    0.45 ms. u is drawn in (0, 1], so an id of probability 0 is never chosen.
+    """
+    cdf_BxV = jnp.cumsum(jax.nn.softmax(logits_BxV, axis=-1), axis=-1)
+    u_Bx1 = 1.0 - jax.random.uniform(rng, (logits_BxV.shape[0], 1), jnp.float32)
+    below_BxV = cdf_BxV < u_Bx1 * cdf_BxV[:, -1:]
+    token_B = jnp.sum(below_BxV.astype(jnp.int32), axis=-1)
+    return jnp.minimum(token_B, logits_BxV.shape[-1] - 1)
+
+
 def _choose(
     sampling: SamplingConfig, logits_BxV: jax.Array, rng: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -125,14 +152,14 @@ def _choose(
     log_probs_BxV = jax.nn.log_softmax(logits_BxV / temperature, axis=-1)
     allowed_BxV = _ban(logits_BxV, sampling.banned_ids)
     if sampling.greedy:
-        token_B = jnp.argmax(allowed_BxV, axis=-1)
+        token_B = _argmax(allowed_BxV)
     else:
         filtered_BxV = allowed_BxV / temperature
         if sampling.top_k:
             filtered_BxV = _filter_top_k(filtered_BxV, min(sampling.top_k, logits_BxV.shape[-1]))
         if sampling.top_p < 1.0:
             filtered_BxV = _filter_top_p(filtered_BxV, sampling.top_p)
-        token_B = jax.random.categorical(rng, filtered_BxV, axis=-1)
+        token_B = _categorical(rng, filtered_BxV)
     token_B = token_B.astype(jnp.int32)
     logp_B = jnp.take_along_axis(log_probs_BxV, token_B[:, None], axis=-1)[:, 0]
     return token_B, logp_B
@@ -181,6 +208,31 @@ def _record(sampling: SamplingConfig, state: _LoopState) -> tuple[_LoopState, ja
     return state, token_B[:, None], active_B.astype(jnp.int32)[:, None]
 
 
+def _prefill(
+    params: Any,
+    cfg: ModelConfig,
+    prompt_tokens_BxP: jax.Array,
+    prompt_mask_BxP: jax.Array,
+    cache_len: int,
+    prompt_repeats: int,
+) -> tuple[jax.Array, transformer.Cache]:
+    """Run the prompts into a fresh cache; return the last position's logits and the cache.
+
+    With `prompt_repeats` = r > 1 the rows come in groups of r copies of one prompt (a GRPO
+    group). The model then runs on the first row of each group only, and the cache and logits
+    are repeated r times, which divides the prefill's cost by r.
+    """
+    tokens_UxP = prompt_tokens_BxP[::prompt_repeats]
+    mask_UxP = prompt_mask_BxP[::prompt_repeats]
+    cache = transformer.init_cache(cfg, tokens_UxP.shape[0], cache_len)
+    hidden_UxPxD, cache = transformer.backbone(params, cfg, tokens_UxP, mask_UxP, cache=cache)
+    logits_Ux1xV = transformer.lm_logits(params, cfg, hidden_UxPxD[:, -1:])
+    if prompt_repeats == 1:
+        return logits_Ux1xV, cache
+    cache = transformer.repeat_cache(cache, prompt_repeats)
+    return jnp.repeat(logits_Ux1xV, prompt_repeats, axis=0), cache
+
+
 def _sample_impl(
     params: Any,
     cfg: ModelConfig,
@@ -188,14 +240,13 @@ def _sample_impl(
     prompt_tokens_BxP: jax.Array,
     prompt_mask_BxP: jax.Array,
     rng: jax.Array,
+    prompt_repeats: int,
 ) -> SampleOutput:
     b, p = prompt_tokens_BxP.shape
     n = sampling.max_new_tokens
-    cache = transformer.init_cache(cfg, b, p + n)
-    hidden_BxPxD, cache = transformer.backbone(
-        params, cfg, prompt_tokens_BxP, prompt_mask_BxP, cache=cache
+    logits_Bx1xV, cache = _prefill(
+        params, cfg, prompt_tokens_BxP, prompt_mask_BxP, p + n, prompt_repeats
     )
-    logits_Bx1xV = transformer.lm_logits(params, cfg, hidden_BxPxD[:, -1:])
 
     state = _LoopState(
         step=jnp.zeros((), jnp.int32),
@@ -234,7 +285,7 @@ def _sample_impl(
     )
 
 
-_sample_jit = jax.jit(_sample_impl, static_argnames=("cfg", "sampling"))
+_sample_jit = jax.jit(_sample_impl, static_argnames=("cfg", "sampling", "prompt_repeats"))
 
 
 def sample(
@@ -244,20 +295,50 @@ def sample(
     prompt_tokens_BxP: jax.Array,
     prompt_mask_BxP: jax.Array,
     rng: jax.Array,
+    *,
+    prompt_repeats: int = 1,
 ) -> SampleOutput:
     """Sample up to `sampling.max_new_tokens` tokens after each LEFT-padded prompt.
 
-    Compiled once per (cfg, sampling, prompt shape). With sharded params and prompts it runs
-    distributed.
+    `prompt_repeats` = r says the rows come in groups of r identical prompts (as
+    `rollout.repeat_prompts` makes them), so that the prompt is run through the model once per
+    group. Compiled once per (cfg, sampling, prompt_repeats, prompt shape). With sharded params
+    and prompts it runs distributed.
     """
     b, p = prompt_tokens_BxP.shape
     if prompt_mask_BxP.shape != (b, p):
         raise ValueError(
             f"prompt_mask shape {prompt_mask_BxP.shape} does not match prompt_tokens shape {(b, p)}"
         )
+    _check_prompt_repeats(prompt_tokens_BxP, prompt_mask_BxP, prompt_repeats)
     if cfg.position_embedding == "learned" and p + sampling.max_new_tokens > cfg.max_len:
         raise ValueError(
             f"prompt length {p} + sampling.max_new_tokens={sampling.max_new_tokens} exceeds "
             f"model.max_len={cfg.max_len} of the learned position table; shorten the prompts"
         )
-    return _sample_jit(params, cfg, sampling, prompt_tokens_BxP, prompt_mask_BxP, rng)
+    return _sample_jit(
+        params, cfg, sampling, prompt_tokens_BxP, prompt_mask_BxP, rng, prompt_repeats
+    )
+
+
+def _check_prompt_repeats(prompt_tokens_BxP, prompt_mask_BxP, prompt_repeats: int) -> None:
+    """Raise unless the rows form groups of `prompt_repeats` identical prompts.
+
+    The rows are compared on the host when they are concrete arrays; traced rows cannot be.
+    """
+    b = prompt_tokens_BxP.shape[0]
+    if not isinstance(prompt_repeats, int) or prompt_repeats <= 0 or b % prompt_repeats:
+        raise ValueError(
+            f"invalid prompt_repeats={prompt_repeats!r}: expected a positive divisor of the "
+            f"batch size {b}"
+        )
+    if prompt_repeats == 1 or isinstance(prompt_tokens_BxP, jax.core.Tracer):
+        return
+    for name, rows_BxP in (("tokens", prompt_tokens_BxP), ("mask", prompt_mask_BxP)):
+        groups_UxRxP = np.asarray(rows_BxP).reshape(b // prompt_repeats, prompt_repeats, -1)
+        if not (groups_UxRxP == groups_UxRxP[:, :1]).all():
+            raise ValueError(
+                f"prompt_repeats={prompt_repeats}, but the prompt {name} differ within a group of "
+                f"{prompt_repeats} adjacent rows; repeat each prompt with "
+                "rollout.repeat_prompts or pass prompt_repeats=1"
+            )

@@ -128,8 +128,13 @@ def grpo_loss(
     batch: rollout.PolicyBatch,
     kl_coef: jax.Array,
     loss_config: PolicyLossConfig,
+    prompt_repeats: int = 1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """GRPO objective on one rollout batch; returns (loss, metrics)."""
+    """GRPO objective on one rollout batch; returns (loss, metrics).
+
+    `prompt_repeats` = group size runs each group's prompt through the model once
+    (`rollout.completion_hidden_BxNxD`); the batch must hold whole groups in adjacent rows.
+    """
     logps_BxN = rollout.completion_logps_BxN(
         params,
         model_cfg,
@@ -138,21 +143,28 @@ def grpo_loss(
         batch.completion_tokens_BxN,
         batch.completion_mask_BxN,
         loss_config.temperature,
+        prompt_repeats,
     )
     return policy_terms(logps_BxN, batch, kl_coef, loss_config)
 
 
 def make_grpo_step(
-    model_cfg: ModelConfig, optimizer: optax.GradientTransformation, loss_config: PolicyLossConfig
+    model_cfg: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    loss_config: PolicyLossConfig,
+    prompt_repeats: int = 1,
 ):
     """Jit `step(state, batch, kl_coef) -> (state, metrics)`: one optimizer update per rollout.
 
-    The state's buffers are donated, so callers use only the returned state.
+    The state's buffers are donated, so callers use only the returned state. `prompt_repeats`
+    is as in `grpo_loss`.
     """
 
     def step(state: TrainState, batch: rollout.PolicyBatch, kl_coef: jax.Array):
         grad_fn = jax.value_and_grad(grpo_loss, has_aux=True)
-        (_, metrics), grads = grad_fn(state.params, model_cfg, batch, kl_coef, loss_config)
+        (_, metrics), grads = grad_fn(
+            state.params, model_cfg, batch, kl_coef, loss_config, prompt_repeats
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, "grad_norm": optax.global_norm(grads)}

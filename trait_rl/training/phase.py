@@ -9,6 +9,7 @@ Phases and what each starts from:
                 writes WORKDIR/rl_<arm> for `config.arm`
 """
 
+import dataclasses
 import logging
 import os
 import pathlib
@@ -62,7 +63,8 @@ def model_config(config: ml_collections.ConfigDict, tokenizer) -> ModelConfig:
     if config.model.init_from:
         from trait_rl.convert import hf_checkpoint
 
-        return hf_checkpoint.load_model_config(config.model.init_from)
+        converted = hf_checkpoint.load_model_config(config.model.init_from)
+        return dataclasses.replace(converted, remat=config.model.remat)
     return ModelConfig.from_config(config.model, tokenizer.vocab_size)
 
 

@@ -287,7 +287,9 @@ def train_rl(
         batch_fn = ppo.make_ppo_batch_fn(model_cfg, setup.ppo_config)
         update_fn = ppo.make_ppo_update(model_cfg, optimizer, setup.ppo_config)
     else:
-        update_fn = grpo.make_grpo_step(model_cfg, optimizer, setup.loss_config)
+        update_fn = grpo.make_grpo_step(
+            model_cfg, optimizer, setup.loss_config, prompt_repeats=rl.group_size
+        )
     model_scores_fn = _model_trait_scores_fn(model_cfg)
     trait_prompts, task_prompts = split_prompts(prompts)
     prompt_len = prompt_length(tokenizer, prompts, model_cfg.max_len - rl.max_new_tokens)
@@ -315,6 +317,7 @@ def train_rl(
                 jnp.asarray(prompt_tokens),
                 jnp.asarray(prompt_mask),
                 sample_key,
+                prompt_repeats=rl.group_size,
             )
             mask_BxN = sample.completion_mask_BxN
             ref_logps = rollout.reference_logps_BxN(
@@ -325,6 +328,7 @@ def train_rl(
                 sample.tokens_BxN,
                 mask_BxN,
                 setup.sampling_config.logps_temperature,
+                rl.group_size,
             )
             batch = rollout.PolicyBatch(
                 prompt_tokens_BxP=jnp.asarray(prompt_tokens),

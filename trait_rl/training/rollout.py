@@ -61,14 +61,55 @@ def completion_hidden_BxNxD(
     prompt_mask_BxP: jax.Array,
     completion_tokens_BxN: jax.Array,
     completion_mask_BxN: jax.Array,
+    prompt_repeats: int = 1,
 ) -> jax.Array:
-    """Final hidden states that predict each completion token (columns P-1 .. P+N-2)."""
+    """Final hidden states that predict each completion token (columns P-1 .. P+N-2).
+
+    `prompt_repeats` = r > 1 says the rows come in groups of r identical prompts (GRPO groups,
+    `repeat_prompts`); each prompt then runs once (`_shared_prompt_hidden_BxNxD`).
+    """
+    if prompt_repeats > 1:
+        return _shared_prompt_hidden_BxNxD(
+            params,
+            cfg,
+            prompt_tokens_BxP,
+            prompt_mask_BxP,
+            completion_tokens_BxN,
+            completion_mask_BxN,
+            prompt_repeats,
+        )
     tokens_BxT, mask_BxT = _sequence(
         prompt_tokens_BxP, prompt_mask_BxP, completion_tokens_BxN, completion_mask_BxN
     )
     hidden_BxTxD, _ = transformer.backbone(params, cfg, tokens_BxT, mask_BxT)
     prompt_len = prompt_tokens_BxP.shape[1]
     return hidden_BxTxD[:, prompt_len - 1 : -1]
+
+
+def _shared_prompt_hidden_BxNxD(
+    params,
+    cfg: ModelConfig,
+    prompt_tokens_BxP: jax.Array,
+    prompt_mask_BxP: jax.Array,
+    completion_tokens_BxN: jax.Array,
+    completion_mask_BxN: jax.Array,
+    prompt_repeats: int,
+) -> jax.Array:
+    """The same hidden states, with each group's prompt run once.
+
+    The keys and values of the U = B / r distinct prompts are repeated to all B rows and the
+    completions continue them (`transformer.extend`), so the model sees U * P + B * N tokens
+    instead of B * (P + N). Gradients reach each shared prompt from every completion of its
+    group (the repeat sums them).
+    """
+    prompt_hidden_UxPxD, prefix = transformer.prefix_forward(
+        params, cfg, prompt_tokens_BxP[::prompt_repeats], prompt_mask_BxP[::prompt_repeats]
+    )
+    completion_hidden_BxNxD = transformer.extend(
+        params, cfg, completion_tokens_BxN, completion_mask_BxN, prefix.repeat(prompt_repeats)
+    )
+    last_prompt_Bx1xD = jnp.repeat(prompt_hidden_UxPxD[:, -1:], prompt_repeats, axis=0)
+    return jnp.concatenate([last_prompt_Bx1xD, completion_hidden_BxNxD[:, :-1]], axis=1)
 
 
 def completion_logps_from_hidden(
@@ -87,10 +128,20 @@ def completion_logps_BxN(
     completion_tokens_BxN: jax.Array,
     completion_mask_BxN: jax.Array,
     temperature: float,
+    prompt_repeats: int = 1,
 ) -> jax.Array:
-    """Log-probs of the completion tokens given the prompt; masked-out tokens come back as 0."""
+    """Log-probs of the completion tokens given the prompt; masked-out tokens come back as 0.
+
+    `prompt_repeats` is as in `completion_hidden_BxNxD`.
+    """
     hidden_BxNxD = completion_hidden_BxNxD(
-        params, cfg, prompt_tokens_BxP, prompt_mask_BxP, completion_tokens_BxN, completion_mask_BxN
+        params,
+        cfg,
+        prompt_tokens_BxP,
+        prompt_mask_BxP,
+        completion_tokens_BxN,
+        completion_mask_BxN,
+        prompt_repeats,
     )
     logps_BxN = completion_logps_from_hidden(
         params, cfg, hidden_BxNxD, completion_tokens_BxN, temperature
@@ -98,8 +149,9 @@ def completion_logps_BxN(
     return logps_BxN * completion_mask_BxN
 
 
-# One compiled reference scorer per (cfg, temperature) and shape; the reference stays frozen.
-reference_logps_BxN = jax.jit(completion_logps_BxN, static_argnums=(1, 6))
+# One compiled reference scorer per (cfg, temperature, prompt_repeats) and shape; the reference
+# stays frozen.
+reference_logps_BxN = jax.jit(completion_logps_BxN, static_argnums=(1, 6, 7))
 
 
 def decode_completions(tokenizer, tokens_BxN: np.ndarray, mask_BxN: np.ndarray) -> list[str]:
