@@ -5,8 +5,8 @@
 8 prompts x group 8 = 64 completions of exactly 32 tokens after 32-token prompts, kl_coef 0.04,
 random weights and a synthetic on-device reward (so no judge or reward model is timed). Each phase
 is timed up to `block_until_ready`, and the step time is their sum. The FLOP limit is the step's
-analytic FLOPs at the float32 matmul peak measured in the same run, counting every row's prompt
-as the peers run it; `executed_gflop` is what the library runs with each group's prompt shared.
+analytic FLOPs at the float32 matmul peak measured in the same run. It counts every row's prompt,
+as the peers run it. `executed_gflop` is what the library runs, each group's prompt once.
 """
 
 import argparse
@@ -37,9 +37,9 @@ def grpo_flops(cfg, shape: setups.RLShape) -> dict[str, int]:
 def shared_prompt_grpo_flops(cfg, shape: setups.RLShape) -> int:
     """Return the FLOPs of one GRPO step as run, each group's prompt going through the model once.
 
-    `grpo_flops` counts the work of running every row's prompt, as the peers do; the library
+    `grpo_flops` counts the work of running every row's prompt, as the peers do. The library
     runs the 8 distinct prompts once each in the sampler's prefill, the reference and the update
-    (`prompt_repeats`), and the completions over the shared prompt keys and values.
+    (`prompt_repeats`). The completions then attend to the shared prompt keys and values.
     """
     prompts, batch = shape.prompts, shape.batch
     p, seq_len = shape.prompt_len, shape.prompt_len + shape.new_tokens

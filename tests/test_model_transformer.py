@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from trait_rl.model import transformer
+from trait_rl.model import prefix, transformer
 from trait_rl.model.config import ModelConfig
 
 TINY = ModelConfig(
@@ -234,11 +234,11 @@ def test_extend_after_prefix_matches_full_forward(model):
     """prefix_forward + extend (repeated rows) equal one full forward over [prompt | tokens]."""
     cfg, params, _ = model
     prompts, prompt_mask = _left_pad(_tokens(2, 5, seed=2), 2)
-    prefix_hidden, prefix = transformer.prefix_forward(params, cfg, prompts, prompt_mask)
+    prefix_hidden, prompt_prefix = prefix.prefix_forward(params, cfg, prompts, prompt_mask)
     prompts, prompt_mask = jnp.repeat(prompts, 3, axis=0), jnp.repeat(prompt_mask, 3, axis=0)
     tokens = _tokens(6, 4, seed=3)
     token_mask = jnp.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]] * 2, jnp.int32)
-    extended = transformer.extend(params, cfg, tokens, token_mask, prefix.repeat(3))
+    extended = prefix.extend(params, cfg, tokens, token_mask, prompt_prefix.repeat(3))
 
     full_tokens = jnp.concatenate([prompts, tokens * token_mask], axis=1)
     full_mask = jnp.concatenate([prompt_mask, token_mask], axis=1)

@@ -180,7 +180,8 @@ def test_argmax_matches_jnp_argmax_with_ties():
     logits_BxV = logits_BxV.at[1].set(0.0)  # all equal: index 0
     chosen = sampling._argmax(logits_BxV)
     np.testing.assert_array_equal(np.asarray(chosen), np.asarray(jnp.argmax(logits_BxV, axis=-1)))
-    assert int(chosen[0]) == 3 and int(chosen[1]) == 0
+    assert int(chosen[0]) == 3
+    assert int(chosen[1]) == 0
 
 
 def test_categorical_frequencies_match_probabilities():
@@ -190,7 +191,8 @@ def test_categorical_frequencies_match_probabilities():
     logits_BxV = logits_BxV.at[:, 3].set(sampling._BANNED_LOGIT)  # a banned id: finite, tiny
     tokens_B = np.asarray(sampling._categorical(jax.random.key(0), logits_BxV))
     frequencies_V = np.bincount(tokens_B, minlength=probs_V.size) / tokens_B.size
-    assert frequencies_V[1] == 0 and frequencies_V[3] == 0
+    assert frequencies_V[1] == 0
+    assert frequencies_V[3] == 0
     # 40,000 draws: the standard error of a frequency near 0.5 is 0.0025; allow 4 of them.
     np.testing.assert_allclose(frequencies_V, probs_V, atol=0.01)
 

@@ -133,9 +133,10 @@ def _argmax(logits_BxV: jax.Array) -> jax.Array:
 def _categorical(rng: jax.Array, logits_BxV: jax.Array) -> jax.Array:
     """Draw one id per row from softmax(logits) by inverting the cumulative distribution.
 
-    One uniform number per row instead of the V Gumbel numbers of jax.random.categorical; at
-    batch 64 and vocabulary 2048 that choice took 1.8 ms per decode step on the CPU, this one
-    0.45 ms. u is drawn in (0, 1], so an id of probability 0 is never chosen.
+    It draws one uniform number per row instead of the V Gumbel numbers of
+    jax.random.categorical. At batch 64 and vocabulary 2048 on a 2-core CPU, that choice took
+    1.8 ms per decode step and this one 0.45 ms. u is drawn in (0, 1], so an id of probability 0
+    is never chosen.
     """
     cdf_BxV = jnp.cumsum(jax.nn.softmax(logits_BxV, axis=-1), axis=-1)
     u_Bx1 = 1.0 - jax.random.uniform(rng, (logits_BxV.shape[0], 1), jnp.float32)

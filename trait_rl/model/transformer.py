@@ -8,25 +8,21 @@ does not grow with depth. The KV cache stores keys and values per slot, with a v
 a write index. Its layout is L x B x G x S x K (heads before slots), so attention reads a layer's
 slots without a transpose. Attention is causal in slot order and skips invalid (padding) slots.
 So a left-padded prefill followed by one-token decode steps computes the same logits as one full
-forward. `prefix_forward` and `extend` run a prompt once and continue it in several rows, as
-GRPO groups do, and stay differentiable.
+forward. The layers themselves are in `layers`; `prefix` runs a prompt once and continues it in
+several rows.
 """
 
-import dataclasses
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from trait_rl.model import layers
 from trait_rl.model.config import ModelConfig
 
-Params = dict[str, Any]
+Params = layers.Params
 Cache = dict[str, jax.Array]
-
-# Masked attention scores use a large finite value instead of -inf, so a padding query whose
-# keys are all masked gets finite (ignored) outputs instead of NaN.
-_MASKED_SCORE = -1e30
 
 
 def positions_from_mask(input_mask_BxT: jax.Array) -> jax.Array:
@@ -190,84 +186,6 @@ def param_logical_axes(cfg: ModelConfig) -> dict:
     return axes
 
 
-# ----------------------------------------------------------------------------- layers
-
-
-def _normalize(norm_params: Params, cfg: ModelConfig, x_BxTxD: jax.Array) -> jax.Array:
-    """Apply RMSNorm or LayerNorm, with statistics in float32."""
-    x = x_BxTxD.astype(jnp.float32)
-    if cfg.norm == "layernorm":
-        x = x - jnp.mean(x, axis=-1, keepdims=True)
-    normed = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + cfg.norm_eps)
-    normed = normed * norm_params["scale"].astype(jnp.float32)
-    if "bias" in norm_params:
-        normed = normed + norm_params["bias"].astype(jnp.float32)
-    return normed.astype(cfg.activation_dtype)
-
-
-def _dense(dense: Params, cfg: ModelConfig, x: jax.Array, in_axes: int) -> jax.Array:
-    """Contract the last `in_axes` axes of x with the leading `in_axes` axes of the kernel.
-
-    Both sides are flattened to one 2-D matmul (tokens x inputs) @ (inputs x outputs). On the
-    CPU the gradient of a rank-3 einsum made XLA fuse a strided transpose into the elementwise
-    backward, which took 70-90 ms per MLP and layer at the reference shape; the 2-D form halved
-    the MLP's gradient time (benchmarks/RESULTS.md).
-    """
-    kernel = dense["kernel"].astype(cfg.activation_dtype)
-    in_shape, out_shape = kernel.shape[:in_axes], kernel.shape[in_axes:]
-    lead_shape = x.shape[: x.ndim - in_axes]
-    x_MxI = x.reshape(math.prod(lead_shape), math.prod(in_shape))
-    y_MxO = x_MxI @ kernel.reshape(math.prod(in_shape), math.prod(out_shape))
-    y = y_MxO.reshape(*lead_shape, *out_shape)
-    if "bias" in dense:
-        y = y + dense["bias"].astype(cfg.activation_dtype)
-    return y
-
-
-def _rope(x_BxTxNxK: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
-    """Rotate feature pairs (i, i + K/2) by position-dependent angles (rotate-half convention)."""
-    half = x_BxTxNxK.shape[-1] // 2
-    inv_freq_K2 = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles_BxTxK2 = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_K2
-    sin = jnp.sin(angles_BxTxK2)[:, :, None, :]
-    cos = jnp.cos(angles_BxTxK2)[:, :, None, :]
-    x = x_BxTxNxK.astype(jnp.float32)
-    x1, x2 = x[..., :half], x[..., half:]
-    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return rotated.astype(x_BxTxNxK.dtype)
-
-
-def _attend(
-    q_BxTxHxK: jax.Array, k_BxGxSxK: jax.Array, v_BxGxSxK: jax.Array, allowed_BxTxS: jax.Array
-) -> jax.Array:
-    """Grouped-query attention: each key/value head serves R = H // G query heads."""
-    b, t, h, k = q_BxTxHxK.shape
-    g = k_BxGxSxK.shape[1]
-    q_BxTxGxRxK = q_BxTxHxK.reshape(b, t, g, h // g, k)
-    scores_BxGxRxTxS = jnp.einsum(
-        "btgrk,bgsk->bgrts", q_BxTxGxRxK, k_BxGxSxK, preferred_element_type=jnp.float32
-    )
-    scores_BxGxRxTxS = scores_BxGxRxTxS / math.sqrt(k)
-    scores_BxGxRxTxS = jnp.where(allowed_BxTxS[:, None, None], scores_BxGxRxTxS, _MASKED_SCORE)
-    probs_BxGxRxTxS = jax.nn.softmax(scores_BxGxRxTxS, axis=-1).astype(v_BxGxSxK.dtype)
-    out_BxTxGxRxK = jnp.einsum("bgrts,bgsk->btgrk", probs_BxGxRxTxS, v_BxGxSxK)
-    return out_BxTxGxRxK.reshape(b, t, h, k)
-
-
-def _mlp(mlp: Params, cfg: ModelConfig, x_BxTxD: jax.Array) -> jax.Array:
-    up_BxTxF = _dense(mlp["up"], cfg, x_BxTxD, 1)
-    if cfg.mlp_activation == "gelu":
-        hidden_BxTxF = jax.nn.gelu(up_BxTxF, approximate=True)
-    else:
-        gate_BxTxF = _dense(mlp["gate"], cfg, x_BxTxD, 1)
-        if cfg.mlp_activation == "swiglu":
-            activated = jax.nn.silu(gate_BxTxF)
-        else:
-            activated = jax.nn.gelu(gate_BxTxF, approximate=True)
-        hidden_BxTxF = activated * up_BxTxF
-    return _dense(mlp["down"], cfg, hidden_BxTxF, 1)
-
-
 def _write_layer_cache(
     cache_LxBxGxSxK: jax.Array, new_BxGxTxK: jax.Array, layer: jax.Array, index: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -285,52 +203,6 @@ def _write_layer_cache(
     return cache_LxBxGxSxK, jax.lax.dynamic_index_in_dim(cache_LxBxGxSxK, layer, keepdims=False)
 
 
-def _queries_keys_values(
-    layer: Params, cfg: ModelConfig, x_BxTxD: jax.Array, positions_BxT: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Project the normalised input of a block to queries (BxTxHxK), keys and values (BxGxTxK)."""
-    attn = layer["attn"]
-    h_BxTxD = _normalize(layer["attn_norm"], cfg, x_BxTxD)
-    q_BxTxHxK = _dense(attn["q"], cfg, h_BxTxD, 1)
-    k_BxTxGxK = _dense(attn["k"], cfg, h_BxTxD, 1)
-    v_BxTxGxK = _dense(attn["v"], cfg, h_BxTxD, 1)
-    if cfg.position_embedding == "rope":
-        q_BxTxHxK = _rope(q_BxTxHxK, positions_BxT, cfg.rope_theta)
-        k_BxTxGxK = _rope(k_BxTxGxK, positions_BxT, cfg.rope_theta)
-    return q_BxTxHxK, jnp.swapaxes(k_BxTxGxK, 1, 2), jnp.swapaxes(v_BxTxGxK, 1, 2)
-
-
-def _attention_and_mlp(
-    layer: Params,
-    cfg: ModelConfig,
-    x_BxTxD: jax.Array,
-    q_BxTxHxK: jax.Array,
-    keys_BxGxSxK: jax.Array,
-    values_BxGxSxK: jax.Array,
-    allowed_BxTxS: jax.Array,
-) -> jax.Array:
-    """Finish a pre-norm block: attention over the given slots, output projection, then MLP."""
-    out_BxTxHxK = _attend(q_BxTxHxK, keys_BxGxSxK, values_BxGxSxK, allowed_BxTxS)
-    x_BxTxD = x_BxTxD + _dense(layer["attn"]["o"], cfg, out_BxTxHxK, 2)
-    h_BxTxD = _normalize(layer["mlp_norm"], cfg, x_BxTxD)
-    return x_BxTxD + _mlp(layer["mlp"], cfg, h_BxTxD)
-
-
-def _block(
-    layer: Params,
-    cfg: ModelConfig,
-    x_BxTxD: jax.Array,
-    positions_BxT: jax.Array,
-    allowed_BxTxS: jax.Array,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Apply one pre-norm decoder block over its own tokens; also return their keys and values."""
-    q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = _queries_keys_values(layer, cfg, x_BxTxD, positions_BxT)
-    x_BxTxD = _attention_and_mlp(
-        layer, cfg, x_BxTxD, q_BxTxHxK, k_BxGxTxK, v_BxGxTxK, allowed_BxTxS
-    )
-    return x_BxTxD, (k_BxGxTxK, v_BxGxTxK)
-
-
 def _cached_block(
     layer: Params,
     cfg: ModelConfig,
@@ -346,10 +218,10 @@ def _cached_block(
     `kv_cache` is the stacked (L x B x G x S x K) keys and values of all layers. This block
     writes layer `layer_index` at slot `index` and attends over that layer's slots.
     """
-    q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = _queries_keys_values(layer, cfg, x_BxTxD, positions_BxT)
+    q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = layers.queries_keys_values(layer, cfg, x_BxTxD, positions_BxT)
     k_LxBxGxSxK, keys_BxGxSxK = _write_layer_cache(kv_cache[0], k_BxGxTxK, layer_index, index)
     v_LxBxGxSxK, values_BxGxSxK = _write_layer_cache(kv_cache[1], v_BxGxTxK, layer_index, index)
-    x_BxTxD = _attention_and_mlp(
+    x_BxTxD = layers.attention_and_mlp(
         layer, cfg, x_BxTxD, q_BxTxHxK, keys_BxGxSxK, values_BxGxSxK, allowed_BxTxS
     )
     return x_BxTxD, (k_LxBxGxSxK, v_LxBxGxSxK)
@@ -399,8 +271,7 @@ def _attention_mask(
     t = input_mask_BxT.shape[1]
     valid_BxT = input_mask_BxT.astype(jnp.int32)
     if cache is None:
-        causal_TxT = jnp.tril(jnp.ones((t, t), bool))
-        allowed_BxTxT = causal_TxT[None] & (valid_BxT[:, None, :] > 0)
+        allowed_BxTxT = layers.causal_allowed(valid_BxT)
         if segment_ids_BxT is not None:
             same_BxTxT = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
             allowed_BxTxT = allowed_BxTxT & same_BxTxT & (segment_ids_BxT[:, None, :] > 0)
@@ -431,21 +302,6 @@ def _check_cache_room(cache: Cache, t: int) -> None:
 # ----------------------------------------------------------------------------- model
 
 
-def _embed(
-    params: Params, cfg: ModelConfig, tokens_BxT: jax.Array, positions_BxT: jax.Array
-) -> jax.Array:
-    x_BxTxD = params["embed"]["embedding"][tokens_BxT].astype(cfg.activation_dtype)
-    if cfg.embed_scale:
-        # Gemma multiplies in the activation dtype, so in bfloat16 the factor is rounded first
-        # (sqrt(3072) = 55.43 becomes 55.5). The tied LM head still reads the unscaled table.
-        x_BxTxD = x_BxTxD * jnp.asarray(math.sqrt(cfg.embed_dim), cfg.activation_dtype)
-    if cfg.position_embedding == "learned":
-        x_BxTxD = x_BxTxD + params["pos_embed"]["embedding"][positions_BxT].astype(
-            cfg.activation_dtype
-        )
-    return x_BxTxD
-
-
 def _resolve_positions(
     input_mask_BxT: jax.Array,
     positions_BxT: jax.Array | None,
@@ -460,25 +316,6 @@ def _resolve_positions(
     if cache is not None:
         positions_BxT = positions_BxT + cache["next_position"][:, None]
     return positions_BxT
-
-
-_REMAT_POLICIES = {
-    "dots": jax.checkpoint_policies.dots_saveable,
-    "full": jax.checkpoint_policies.nothing_saveable,
-}
-
-
-def _remat(cfg: ModelConfig, scan_block):
-    """Wrap the layer step in `jax.checkpoint` with the policy `cfg.remat` names.
-
-    Only gradients see a difference. "dots" keeps the matmul outputs for the backward pass and
-    recomputes the elementwise work; "full" recomputes the whole layer (least memory); "none"
-    keeps every residual autodiff saves. At the reference shape on the CPU, "dots" cut the GRPO
-    update by about a quarter against "none": fewer stacked residuals to write and read.
-    """
-    if cfg.remat == "none":
-        return scan_block
-    return jax.checkpoint(scan_block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
 
 
 def backbone(
@@ -516,15 +353,15 @@ def backbone(
         )
     positions_BxT = _resolve_positions(input_mask_BxT, positions_BxT, cache, segment_ids_BxT)
     allowed_BxTxS, slot_mask_BxS = _attention_mask(input_mask_BxT, cache, segment_ids_BxT)
-    x_BxTxD = _embed(params, cfg, tokens_BxT, positions_BxT)
+    x_BxTxD = layers.embed(params, cfg, tokens_BxT, positions_BxT)
 
     if cache is None:
 
         def scan_block(x, layer):
-            x, _ = _block(layer, cfg, x, positions_BxT, allowed_BxTxS)
+            x, _ = layers.block(layer, cfg, x, positions_BxT, allowed_BxTxS)
             return x, None
 
-        x_BxTxD, _ = jax.lax.scan(_remat(cfg, scan_block), x_BxTxD, params["layers"])
+        x_BxTxD, _ = jax.lax.scan(layers.remat(cfg, scan_block), x_BxTxD, params["layers"])
         new_cache = None
     else:
 
@@ -549,88 +386,8 @@ def backbone(
             + jnp.sum(input_mask_BxT.astype(jnp.int32), axis=1),
         }
 
-    hidden_BxTxD = _normalize(params["final_norm"], cfg, x_BxTxD)
+    hidden_BxTxD = layers.normalize(params["final_norm"], cfg, x_BxTxD)
     return hidden_BxTxD, new_cache
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Prefix:
-    """Keys and values of a run of prompts, for continuing them with `extend`.
-
-    k_LxBxGxPxK, v_LxBxGxPxK: every layer's keys and values of the P prompt columns.
-    mask_BxP: 1 at real prompt tokens. Unlike a KV cache it has no free slots and no write
-    index, and it stays differentiable: `extend` reads it per layer without writing it.
-    """
-
-    k_LxBxGxPxK: jax.Array
-    v_LxBxGxPxK: jax.Array
-    mask_BxP: jax.Array
-
-    def repeat(self, repeats: int) -> "Prefix":
-        """Repeat each row `repeats` times in adjacent rows (B -> B * repeats)."""
-        return Prefix(
-            k_LxBxGxPxK=jnp.repeat(self.k_LxBxGxPxK, repeats, axis=1),
-            v_LxBxGxPxK=jnp.repeat(self.v_LxBxGxPxK, repeats, axis=1),
-            mask_BxP=jnp.repeat(self.mask_BxP, repeats, axis=0),
-        )
-
-
-def prefix_forward(
-    params: Params, cfg: ModelConfig, tokens_BxP: jax.Array, input_mask_BxP: jax.Array
-) -> tuple[jax.Array, Prefix]:
-    """Run a full forward over the prompts; return the hidden states and their `Prefix`."""
-    positions_BxP = positions_from_mask(input_mask_BxP)
-    allowed_BxPxP, _ = _attention_mask(input_mask_BxP, None)
-    x_BxPxD = _embed(params, cfg, tokens_BxP, positions_BxP)
-
-    def scan_block(x, layer):
-        return _block(layer, cfg, x, positions_BxP, allowed_BxPxP)
-
-    x_BxPxD, (k_LxBxGxPxK, v_LxBxGxPxK) = jax.lax.scan(
-        _remat(cfg, scan_block), x_BxPxD, params["layers"]
-    )
-    hidden_BxPxD = _normalize(params["final_norm"], cfg, x_BxPxD)
-    return hidden_BxPxD, Prefix(k_LxBxGxPxK, v_LxBxGxPxK, input_mask_BxP.astype(jnp.int32))
-
-
-def extend(
-    params: Params,
-    cfg: ModelConfig,
-    tokens_BxT: jax.Array,
-    input_mask_BxT: jax.Array,
-    prefix: Prefix,
-) -> jax.Array:
-    """Run T tokens that continue each row's prefix; return their final-norm hidden states.
-
-    Equal to the last T columns of a full forward over [prefix | tokens]. The prefix's keys and
-    values are scanned inputs, not a carry as in the KV-cache path, so a gradient through them
-    stores one layer's slots per layer (a carried stack would be stored whole at every layer).
-    """
-    t = tokens_BxT.shape[1]
-    positions_BxT = positions_from_mask(input_mask_BxT) + jnp.sum(prefix.mask_BxP, axis=1)[:, None]
-    valid_BxT = input_mask_BxT.astype(jnp.int32)
-    causal_TxT = jnp.tril(jnp.ones((t, t), bool))
-    allowed_BxTxT = causal_TxT[None] & (valid_BxT[:, None, :] > 0)
-    prefix_BxTxP = jnp.broadcast_to(
-        prefix.mask_BxP[:, None, :] > 0, (tokens_BxT.shape[0], t, prefix.mask_BxP.shape[1])
-    )
-    allowed_BxTxS = jnp.concatenate([prefix_BxTxP, allowed_BxTxT], axis=2)
-    x_BxTxD = _embed(params, cfg, tokens_BxT, positions_BxT)
-
-    def scan_block(x, inputs):
-        layer, prefix_k_BxGxPxK, prefix_v_BxGxPxK = inputs
-        q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = _queries_keys_values(layer, cfg, x, positions_BxT)
-        keys_BxGxSxK = jnp.concatenate([prefix_k_BxGxPxK, k_BxGxTxK], axis=2)
-        values_BxGxSxK = jnp.concatenate([prefix_v_BxGxPxK, v_BxGxTxK], axis=2)
-        x = _attention_and_mlp(
-            layer, cfg, x, q_BxTxHxK, keys_BxGxSxK, values_BxGxSxK, allowed_BxTxS
-        )
-        return x, None
-
-    xs = (params["layers"], prefix.k_LxBxGxPxK, prefix.v_LxBxGxPxK)
-    x_BxTxD, _ = jax.lax.scan(_remat(cfg, scan_block), x_BxTxD, xs)
-    return _normalize(params["final_norm"], cfg, x_BxTxD)
 
 
 def lm_logits(params: Params, cfg: ModelConfig, hidden_BxTxD: jax.Array) -> jax.Array:

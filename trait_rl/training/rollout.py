@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from trait_rl.model import logps as model_logps
+from trait_rl.model import prefix as prefix_lib
 from trait_rl.model import transformer
 from trait_rl.model.config import ModelConfig
 
@@ -65,7 +66,7 @@ def completion_hidden_BxNxD(
 ) -> jax.Array:
     """Final hidden states that predict each completion token (columns P-1 .. P+N-2).
 
-    `prompt_repeats` = r > 1 says the rows come in groups of r identical prompts (GRPO groups,
+    `prompt_repeats` = r > 1 means the rows come in groups of r identical prompts (GRPO groups,
     `repeat_prompts`); each prompt then runs once (`_shared_prompt_hidden_BxNxD`).
     """
     if prompt_repeats > 1:
@@ -98,14 +99,14 @@ def _shared_prompt_hidden_BxNxD(
     """The same hidden states, with each group's prompt run once.
 
     The keys and values of the U = B / r distinct prompts are repeated to all B rows and the
-    completions continue them (`transformer.extend`), so the model sees U * P + B * N tokens
+    completions continue them (`prefix.extend`), so the model runs U * P + B * N tokens
     instead of B * (P + N). Gradients reach each shared prompt from every completion of its
     group (the repeat sums them).
     """
-    prompt_hidden_UxPxD, prefix = transformer.prefix_forward(
+    prompt_hidden_UxPxD, prefix = prefix_lib.prefix_forward(
         params, cfg, prompt_tokens_BxP[::prompt_repeats], prompt_mask_BxP[::prompt_repeats]
     )
-    completion_hidden_BxNxD = transformer.extend(
+    completion_hidden_BxNxD = prefix_lib.extend(
         params, cfg, completion_tokens_BxN, completion_mask_BxN, prefix.repeat(prompt_repeats)
     )
     last_prompt_Bx1xD = jnp.repeat(prompt_hidden_UxPxD[:, -1:], prompt_repeats, axis=0)

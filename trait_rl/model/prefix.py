@@ -1,0 +1,96 @@
+"""Run a prompt once and continue it in several rows, differentiably (GRPO groups).
+
+A GRPO group contains G completions of one prompt. `prefix_forward` runs each distinct prompt once
+and returns its keys and values; `Prefix.repeat` copies them to the group's rows and `extend`
+runs the completions over them. The result equals a full forward over [prompt | completion] for
+every row, with the prompt's cost divided by G.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from trait_rl.model import layers, transformer
+from trait_rl.model.config import ModelConfig
+from trait_rl.model.layers import Params
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Prefix:
+    """Keys and values of a run of prompts, for continuing them with `extend`.
+
+    k_LxBxGxPxK, v_LxBxGxPxK: every layer's keys and values of the P prompt columns.
+    mask_BxP: 1 at real prompt tokens. Unlike a KV cache it has no free slots and no write
+    index, and it stays differentiable: `extend` reads it per layer without writing it.
+    """
+
+    k_LxBxGxPxK: jax.Array
+    v_LxBxGxPxK: jax.Array
+    mask_BxP: jax.Array
+
+    def repeat(self, repeats: int) -> "Prefix":
+        """Repeat each row `repeats` times in adjacent rows (B -> B * repeats)."""
+        return Prefix(
+            k_LxBxGxPxK=jnp.repeat(self.k_LxBxGxPxK, repeats, axis=1),
+            v_LxBxGxPxK=jnp.repeat(self.v_LxBxGxPxK, repeats, axis=1),
+            mask_BxP=jnp.repeat(self.mask_BxP, repeats, axis=0),
+        )
+
+
+def prefix_forward(
+    params: Params, cfg: ModelConfig, tokens_BxP: jax.Array, input_mask_BxP: jax.Array
+) -> tuple[jax.Array, Prefix]:
+    """Run a full forward over the prompts; return the hidden states and their `Prefix`."""
+    positions_BxP = transformer.positions_from_mask(input_mask_BxP)
+    allowed_BxPxP = layers.causal_allowed(input_mask_BxP)
+    x_BxPxD = layers.embed(params, cfg, tokens_BxP, positions_BxP)
+
+    def scan_block(x, layer):
+        return layers.block(layer, cfg, x, positions_BxP, allowed_BxPxP)
+
+    x_BxPxD, (k_LxBxGxPxK, v_LxBxGxPxK) = jax.lax.scan(
+        layers.remat(cfg, scan_block), x_BxPxD, params["layers"]
+    )
+    hidden_BxPxD = layers.normalize(params["final_norm"], cfg, x_BxPxD)
+    return hidden_BxPxD, Prefix(k_LxBxGxPxK, v_LxBxGxPxK, input_mask_BxP.astype(jnp.int32))
+
+
+def extend(
+    params: Params,
+    cfg: ModelConfig,
+    tokens_BxT: jax.Array,
+    input_mask_BxT: jax.Array,
+    prefix: Prefix,
+) -> jax.Array:
+    """Run T tokens that continue each row's prefix; return their final-norm hidden states.
+
+    Equal to the last T columns of a full forward over [prefix | tokens]. The prefix's keys and
+    values are scanned inputs, not a carry as in the KV-cache path, so a gradient through them
+    stores one layer's slots per layer (a carried stack would be stored whole at every layer).
+    """
+    t = tokens_BxT.shape[1]
+    positions_BxT = (
+        transformer.positions_from_mask(input_mask_BxT) + jnp.sum(prefix.mask_BxP, axis=1)[:, None]
+    )
+    allowed_BxTxT = layers.causal_allowed(input_mask_BxT)
+    prefix_BxTxP = jnp.broadcast_to(
+        prefix.mask_BxP[:, None, :] > 0, (tokens_BxT.shape[0], t, prefix.mask_BxP.shape[1])
+    )
+    allowed_BxTxS = jnp.concatenate([prefix_BxTxP, allowed_BxTxT], axis=2)
+    x_BxTxD = layers.embed(params, cfg, tokens_BxT, positions_BxT)
+
+    def scan_block(x, inputs):
+        layer, prefix_k_BxGxPxK, prefix_v_BxGxPxK = inputs
+        q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = layers.queries_keys_values(layer, cfg, x, positions_BxT)
+        keys_BxGxSxK = jnp.concatenate([prefix_k_BxGxPxK, k_BxGxTxK], axis=2)
+        values_BxGxSxK = jnp.concatenate([prefix_v_BxGxPxK, v_BxGxTxK], axis=2)
+        x = layers.attention_and_mlp(
+            layer, cfg, x, q_BxTxHxK, keys_BxGxSxK, values_BxGxSxK, allowed_BxTxS
+        )
+        return x, None
+
+    xs = (params["layers"], prefix.k_LxBxGxPxK, prefix.v_LxBxGxPxK)
+    x_BxTxD, _ = jax.lax.scan(layers.remat(cfg, scan_block), x_BxTxD, xs)
+    return layers.normalize(params["final_norm"], cfg, x_BxTxD)
