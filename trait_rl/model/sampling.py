@@ -301,7 +301,7 @@ def sample(
 ) -> SampleOutput:
     """Sample up to `sampling.max_new_tokens` tokens after each LEFT-padded prompt.
 
-    `prompt_repeats` = r says the rows come in groups of r identical prompts (as
+    `prompt_repeats` = r means the rows come in groups of r identical prompts (as
     `rollout.repeat_prompts` makes them), so that the prompt is run through the model once per
     group. Compiled once per (cfg, sampling, prompt_repeats, prompt shape). With sharded params
     and prompts it runs distributed.
