@@ -137,3 +137,16 @@ def test_shared_prompts_give_the_same_logps_and_gradients(params):
 
     for a, b in zip(jax.tree.leaves(grads(1)), jax.tree.leaves(grads(2)), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("prompt_repeats", "message"),
+    [(4, "does not divide the batch size 6"), (0, "expected a positive integer"),
+     (-2, "expected a positive integer"), (2.0, "expected a positive integer")],
+)  # fmt: skip
+def test_logps_reject_bad_prompt_repeats(params, prompt_repeats, message):
+    batch = _batch(params, params, jnp.zeros(6))
+    args = (batch.prompt_tokens_BxP, batch.prompt_mask_BxP, batch.completion_tokens_BxN,
+            batch.completion_mask_BxN, 1.0, prompt_repeats)  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        rollout.completion_logps_BxN(params, CFG, *args)

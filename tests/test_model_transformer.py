@@ -231,7 +231,7 @@ def test_remat_keeps_gradients(model, remat):
 
 
 def test_extend_after_prefix_matches_full_forward(model):
-    """prefix_forward + extend (repeated rows) equal one full forward over [prompt | tokens]."""
+    """prefix_forward + extend (repeated rows) equal a full forward at every real token."""
     cfg, params, _ = model
     prompts, prompt_mask = _left_pad(_tokens(2, 5, seed=2), 2)
     prefix_hidden, prompt_prefix = prefix.prefix_forward(params, cfg, prompts, prompt_mask)
@@ -250,3 +250,14 @@ def test_extend_after_prefix_matches_full_forward(model):
         np.asarray(full[:, :7])[np.asarray(prompt_mask, bool)],
         atol=ATOL,
     )
+
+
+def test_from_config_defaults_fields_missing_from_old_configs():
+    """A model section saved before `remat` existed still loads, with the default policy."""
+    model = default.get_config("tiny").model.to_dict()
+    del model["remat"]
+    cfg = ModelConfig.from_config(ml_collections.ConfigDict(model), 300)
+    assert cfg.remat == "dots"
+    del model["num_layers"]
+    with pytest.raises(ValueError, match="missing model.num_layers"):
+        ModelConfig.from_config(ml_collections.ConfigDict(model), 300)

@@ -221,7 +221,55 @@ def test_prompt_repeats_rejects_rows_that_differ(params, prompts):
         sampling.sample(
             params, CFG, config, tokens_BxP, mask_BxP, jax.random.key(0), prompt_repeats=3
         )
-    with pytest.raises(ValueError, match="positive divisor of the batch size 6"):
+    with pytest.raises(ValueError, match="does not divide the batch size 6"):
         sampling.sample(
             params, CFG, config, tokens_BxP, mask_BxP, jax.random.key(0), prompt_repeats=4
         )
+
+
+def test_invert_cdf_skips_zero_probability_ids():
+    """A cdf that rises by a rounding step at a banned id must not select that id."""
+    probs_1xV = jnp.array([[0.5, 0.0, 0.5]])
+    cdf_1xV = jnp.array([[0.5, 0.5000001, 1.0]])  # non-monotone rounding at id 1
+    u_1x1 = jnp.array([[0.50000005]])
+    assert int(sampling._invert_cdf(probs_1xV, cdf_1xV, u_1x1)[0]) == 2
+    assert int(sampling._invert_cdf(probs_1xV, cdf_1xV, jnp.array([[1.0]]))[0]) == 2
+    assert int(sampling._invert_cdf(probs_1xV, cdf_1xV, jnp.array([[0.25]]))[0]) == 0
+
+
+def test_argmax_of_nan_row_matches_jnp_argmax():
+    logits_BxV = jnp.array([[0.0, jnp.nan, 3.0, jnp.nan], [1.0, 2.0, 0.0, 2.0]])
+    np.testing.assert_array_equal(
+        np.asarray(sampling._argmax(logits_BxV)), np.asarray(jnp.argmax(logits_BxV, axis=-1))
+    )
+
+
+@pytest.mark.parametrize("top_k", [2.5, True, -1])
+def test_top_k_must_be_a_non_negative_int(top_k):
+    with pytest.raises(ValueError, match="invalid sampling.top_k"):
+        sampling.SamplingConfig(max_new_tokens=2, top_k=top_k)
+
+
+@pytest.mark.parametrize(
+    ("prompt_repeats", "message"),
+    [(0, "expected a positive integer"), (True, "expected a positive integer"),
+     (2.0, "expected a positive integer"), (4, "does not divide the batch size 6")],
+)  # fmt: skip
+def test_bad_prompt_repeats_raise(params, prompts, prompt_repeats, message):
+    config = sampling.SamplingConfig(max_new_tokens=2)
+    tokens_BxP, mask_BxP = (np.repeat(np.asarray(a), 2, axis=0) for a in prompts)
+    with pytest.raises(ValueError, match=message):
+        sampling.sample(
+            params, CFG, config, tokens_BxP, mask_BxP, jax.random.key(0),
+            prompt_repeats=prompt_repeats,
+        )  # fmt: skip
+
+
+def test_numpy_integer_prompt_repeats_accepted(params, prompts):
+    config = sampling.SamplingConfig(max_new_tokens=2, greedy=True)
+    tokens_BxP, mask_BxP = (np.repeat(np.asarray(a), 2, axis=0) for a in prompts)
+    key = jax.random.key(0)
+    shared = sampling.sample(params, CFG, config, tokens_BxP, mask_BxP, key,
+                             prompt_repeats=np.int64(2))  # fmt: skip
+    per_row = sampling.sample(params, CFG, config, tokens_BxP, mask_BxP, key)
+    np.testing.assert_array_equal(np.asarray(shared.tokens_BxN), np.asarray(per_row.tokens_BxN))

@@ -140,8 +140,18 @@ class ModelConfig:
                 f"invalid model.vocab_size={configured}: the tokenizer has {vocab_size} tokens; "
                 "set it to 0 or to at least the tokenizer's size"
             )
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "vocab_size"]
-        values = {name: model_config[name] for name in names}
+        # A field added after a config was saved (such as remat) takes its default.
+        values = {}
+        for field in dataclasses.fields(cls):
+            if field.name == "vocab_size":
+                continue
+            if field.name in model_config:
+                values[field.name] = model_config[field.name]
+            elif field.default is dataclasses.MISSING:
+                raise ValueError(
+                    f"missing model.{field.name}: the model section must set it (see "
+                    "configs/default.py)"
+                )
         return cls(vocab_size=configured, **values)
 
 

@@ -1,12 +1,13 @@
 """Run a prompt once and continue it in several rows, differentiably (GRPO groups).
 
 A GRPO group contains G completions of one prompt. `prefix_forward` runs each distinct prompt once
-and returns its keys and values; `Prefix.repeat` copies them to the group's rows and `extend`
-runs the completions over them. The result equals a full forward over [prompt | completion] for
-every row, with the prompt's cost divided by G.
+and returns its keys and values. `Prefix.repeat` copies them to the group's rows, and `extend`
+runs the completions over them. At every real token the result equals a full forward over
+[prompt | completion] for each row, with the prompt's cost divided by G.
 """
 
 import dataclasses
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,28 @@ import jax.numpy as jnp
 from trait_rl.model import layers, transformer
 from trait_rl.model.config import ModelConfig
 from trait_rl.model.layers import Params
+
+
+def check_prompt_repeats(batch_size: int, prompt_repeats) -> int:
+    """Return `prompt_repeats` as an int; raise unless it is a positive divisor of the batch.
+
+    Only the shapes are checked, so this works under jit. Whether the rows really repeat in
+    groups is the caller's contract (`sampling.sample` also compares concrete rows).
+    """
+    valid_type = isinstance(prompt_repeats, numbers.Integral) and not isinstance(
+        prompt_repeats, bool
+    )
+    if not valid_type or prompt_repeats <= 0:
+        raise ValueError(
+            f"invalid prompt_repeats={prompt_repeats!r}: expected a positive integer, the number "
+            "of adjacent rows that repeat each prompt"
+        )
+    if batch_size % prompt_repeats:
+        raise ValueError(
+            f"invalid prompt_repeats={prompt_repeats}: it does not divide the batch size "
+            f"{batch_size}; the batch must hold whole groups of repeated prompts"
+        )
+    return int(prompt_repeats)
 
 
 @jax.tree_util.register_dataclass
@@ -66,9 +89,11 @@ def extend(
 ) -> jax.Array:
     """Run T tokens that continue each row's prefix; return their final-norm hidden states.
 
-    Equal to the last T columns of a full forward over [prefix | tokens]. The prefix's keys and
-    values are scanned inputs, not a carry as in the KV-cache path, so a gradient through them
-    stores one layer's slots per layer (a carried stack would be stored whole at every layer).
+    At every real token (mask 1) this equals the matching column of a full forward over
+    [prefix | tokens]. Masked columns get other values, which callers must ignore as they
+    ignore padding outputs. The prefix's keys and values are scanned inputs, not a carry as in
+    the KV-cache path. So a gradient through them stores one layer's slots per layer, where a
+    carried stack would be stored whole at every layer.
     """
     t = tokens_BxT.shape[1]
     positions_BxT = (

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trait_rl.model import transformer
+from trait_rl.model import prefix, transformer
 from trait_rl.model.config import ModelConfig
 
 PAD_ID = 0
@@ -63,7 +63,7 @@ class SamplingConfig:
                 f"invalid sampling.temperature={self.temperature}: it must be > 0 "
                 "(use greedy=True for argmax decoding)"
             )
-        if self.top_k < 0:
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
             raise ValueError(f"invalid sampling.top_k={self.top_k}: use 0 (off) or a positive k")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"invalid sampling.top_p={self.top_p}: it must be in (0, 1]")
@@ -126,8 +126,10 @@ def _argmax(logits_BxV: jax.Array) -> jax.Array:
     """
     vocab_size = logits_BxV.shape[-1]
     max_Bx1 = jnp.max(logits_BxV, axis=-1, keepdims=True)
+    # A row with NaN has a NaN max; like jnp.argmax, return its first NaN then.
+    is_max_BxV = (logits_BxV == max_Bx1) | jnp.isnan(logits_BxV)
     ids_V = jnp.arange(vocab_size, dtype=jnp.int32)
-    return jnp.min(jnp.where(logits_BxV == max_Bx1, ids_V, vocab_size), axis=-1)
+    return jnp.min(jnp.where(is_max_BxV, ids_V, vocab_size), axis=-1)
 
 
 def _categorical(rng: jax.Array, logits_BxV: jax.Array) -> jax.Array:
@@ -135,14 +137,29 @@ def _categorical(rng: jax.Array, logits_BxV: jax.Array) -> jax.Array:
 
     It draws one uniform number per row instead of the V Gumbel numbers of
     jax.random.categorical. At batch 64 and vocabulary 2048 on a 2-core CPU, that choice took
-    1.8 ms per decode step and this one 0.45 ms. u is drawn in (0, 1], so an id of probability 0
-    is never chosen.
+    1.8 ms per decode step and this one 0.45 ms.
     """
-    cdf_BxV = jnp.cumsum(jax.nn.softmax(logits_BxV, axis=-1), axis=-1)
+    probs_BxV = jax.nn.softmax(logits_BxV, axis=-1)
     u_Bx1 = 1.0 - jax.random.uniform(rng, (logits_BxV.shape[0], 1), jnp.float32)
-    below_BxV = cdf_BxV < u_Bx1 * cdf_BxV[:, -1:]
-    token_B = jnp.sum(below_BxV.astype(jnp.int32), axis=-1)
-    return jnp.minimum(token_B, logits_BxV.shape[-1] - 1)
+    return _invert_cdf(probs_BxV, jnp.cumsum(probs_BxV, axis=-1), u_Bx1)
+
+
+def _invert_cdf(probs_BxV: jax.Array, cdf_BxV: jax.Array, u_Bx1: jax.Array) -> jax.Array:
+    """Return the first id of nonzero probability whose cdf reaches u * cdf[-1], u in (0, 1].
+
+    The cdf from XLA's CPU cumsum was seen to be not monotone, so it can rise by a rounding step
+    at an id of probability 0. Ids of probability 0 (banned, or removed by
+    top-k or top-p) are therefore skipped explicitly. If rounding leaves no kept id at or above
+    the target, the last kept id is returned.
+    """
+    vocab_size = probs_BxV.shape[-1]
+    ids_V = jnp.arange(vocab_size, dtype=jnp.int32)
+    kept_BxV = probs_BxV > 0
+    target_Bx1 = u_Bx1 * cdf_BxV[:, -1:]
+    reached_BxV = kept_BxV & (cdf_BxV >= target_Bx1)
+    first_B = jnp.min(jnp.where(reached_BxV, ids_V, vocab_size), axis=-1)
+    last_kept_B = jnp.max(jnp.where(kept_BxV, ids_V, 0), axis=-1)
+    return jnp.where(first_B < vocab_size, first_B, last_kept_B)
 
 
 def _choose(
@@ -311,7 +328,7 @@ def sample(
         raise ValueError(
             f"prompt_mask shape {prompt_mask_BxP.shape} does not match prompt_tokens shape {(b, p)}"
         )
-    _check_prompt_repeats(prompt_tokens_BxP, prompt_mask_BxP, prompt_repeats)
+    prompt_repeats = _check_prompt_repeats(prompt_tokens_BxP, prompt_mask_BxP, prompt_repeats)
     if cfg.position_embedding == "learned" and p + sampling.max_new_tokens > cfg.max_len:
         raise ValueError(
             f"prompt length {p} + sampling.max_new_tokens={sampling.max_new_tokens} exceeds "
@@ -322,24 +339,22 @@ def sample(
     )
 
 
-def _check_prompt_repeats(prompt_tokens_BxP, prompt_mask_BxP, prompt_repeats: int) -> None:
-    """Raise unless the rows form groups of `prompt_repeats` identical prompts.
+def _check_prompt_repeats(prompt_tokens_BxP, prompt_mask_BxP, prompt_repeats) -> int:
+    """Return `prompt_repeats` as an int; raise unless the rows form groups of identical prompts.
 
-    The rows are compared on the host when they are concrete arrays; traced rows cannot be.
+    The rows are compared on the host when they are concrete arrays. Traced rows cannot be
+    compared, so under jit only the group size is checked.
     """
     b = prompt_tokens_BxP.shape[0]
-    if not isinstance(prompt_repeats, int) or prompt_repeats <= 0 or b % prompt_repeats:
-        raise ValueError(
-            f"invalid prompt_repeats={prompt_repeats!r}: expected a positive divisor of the "
-            f"batch size {b}"
-        )
+    prompt_repeats = prefix.check_prompt_repeats(b, prompt_repeats)
     if prompt_repeats == 1 or isinstance(prompt_tokens_BxP, jax.core.Tracer):
-        return
+        return prompt_repeats
     for name, rows_BxP in (("tokens", prompt_tokens_BxP), ("mask", prompt_mask_BxP)):
         groups_UxRxP = np.asarray(rows_BxP).reshape(b // prompt_repeats, prompt_repeats, -1)
         if not (groups_UxRxP == groups_UxRxP[:, :1]).all():
             raise ValueError(
-                f"prompt_repeats={prompt_repeats}, but the prompt {name} differ within a group of "
-                f"{prompt_repeats} adjacent rows; repeat each prompt with "
+                f"prompt_repeats={prompt_repeats}, but the prompt {name} rows differ within a "
+                f"group of {prompt_repeats} adjacent rows; repeat each prompt with "
                 "rollout.repeat_prompts or pass prompt_repeats=1"
             )
+    return prompt_repeats

@@ -69,6 +69,7 @@ def completion_hidden_BxNxD(
     `prompt_repeats` = r > 1 means the rows come in groups of r identical prompts (GRPO groups,
     `repeat_prompts`); each prompt then runs once (`_shared_prompt_hidden_BxNxD`).
     """
+    prompt_repeats = prefix_lib.check_prompt_repeats(prompt_tokens_BxP.shape[0], prompt_repeats)
     if prompt_repeats > 1:
         return _shared_prompt_hidden_BxNxD(
             params,
