@@ -224,9 +224,9 @@ def test_remat_keeps_gradients(model, remat):
         return jnp.sum(jax.nn.log_softmax(logits)[..., 1] * mask)
 
     grad = jax.jit(jax.grad(loss), static_argnums=1)
-    kept = grad(params, dataclasses.replace(cfg, remat="none"))
-    recomputed = grad(params, dataclasses.replace(cfg, remat=remat))
-    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(recomputed), strict=True):
+    without_remat = grad(params, dataclasses.replace(cfg, remat="none"))
+    with_remat = grad(params, dataclasses.replace(cfg, remat=remat))
+    for a, b in zip(jax.tree.leaves(without_remat), jax.tree.leaves(with_remat), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 

@@ -97,7 +97,7 @@ def _shared_prompt_hidden_BxNxD(
     completion_mask_BxN: jax.Array,
     prompt_repeats: int,
 ) -> jax.Array:
-    """The same hidden states, with each group's prompt run once.
+    """Return the hidden states of `completion_hidden_BxNxD`, running each group's prompt once.
 
     The keys and values of the U = B / r distinct prompts are repeated to all B rows and the
     completions continue them (`prefix.extend`), so the model runs U * P + B * N tokens
