@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from trait_rl.model import prefix, transformer
+from trait_rl.model import layers, prefix, transformer
 from trait_rl.model.config import ModelConfig
 
 TINY = ModelConfig(
@@ -111,6 +111,35 @@ def test_kv_cache_decode_matches_forward(model):
     np.testing.assert_allclose(cached_logits[real], full_logits[real], atol=ATOL)
     assert int(cache["index"]) == 14
     np.testing.assert_array_equal(cache["next_position"], [14, 10])
+
+
+def test_unstacked_layers_decode_like_stacked(model):
+    """The sampler's per-layer weights give the stacked weights' cached logits, bit for bit."""
+    cfg, params, forward = model
+    tokens = _tokens(2, 9)
+    mask = jnp.ones_like(tokens).at[0, :3].set(0)
+    per_layer = transformer.unstack_layers(params)
+    assert len(per_layer["layers"]) == cfg.num_layers
+    outputs = []
+    for weights in (params, per_layer):
+        cache = transformer.init_cache(cfg, 2, 12)
+        prefill_logits, cache = forward(weights, cfg, tokens[:, :8], mask[:, :8], cache=cache)
+        step_logits, cache = forward(weights, cfg, tokens[:, 8:], mask[:, 8:], cache=cache)
+        outputs.append((prefill_logits, step_logits, cache["k"][-1]))
+    for stacked, unstacked in zip(*outputs, strict=True):
+        np.testing.assert_array_equal(np.asarray(unstacked), np.asarray(stacked))
+    with pytest.raises(ValueError, match="only the KV-cache forward accepts"):
+        transformer.forward(per_layer, cfg, tokens, mask)
+
+
+def test_rotary_table_matches_direct_angles():
+    positions_BxT = jnp.array([[0, 1, 5, 62], [3, 3, 7, 0]])
+    direct = layers.rotary(TINY, positions_BxT)
+    looked_up = layers.rotary_from_table(TINY, positions_BxT, TINY.max_len)
+    assert looked_up.sin.shape == direct.sin.shape == (2, 4, 1, TINY.head_dim // 2)
+    np.testing.assert_allclose(looked_up.sin, direct.sin, atol=1e-6)
+    np.testing.assert_allclose(looked_up.cos, direct.cos, atol=1e-6)
+    assert layers.rotary_from_table(GPT2_STYLE, positions_BxT, 64) is None
 
 
 def test_cache_overflow_raises():

@@ -227,14 +227,32 @@ def test_prompt_repeats_rejects_rows_that_differ(params, prompts):
         )
 
 
-def test_invert_cdf_skips_zero_probability_ids():
+def test_first_reaching_skips_zero_weight_ids():
     """A cdf that rises by a rounding step at a banned id must not select that id."""
-    probs_1xV = jnp.array([[0.5, 0.0, 0.5]])
+    weights_1xV = jnp.array([[0.5, 0.0, 0.5]])
     cdf_1xV = jnp.array([[0.5, 0.5000001, 1.0]])  # non-monotone rounding at id 1
-    u_1x1 = jnp.array([[0.50000005]])
-    assert int(sampling._invert_cdf(probs_1xV, cdf_1xV, u_1x1)[0]) == 2
-    assert int(sampling._invert_cdf(probs_1xV, cdf_1xV, jnp.array([[1.0]]))[0]) == 2
-    assert int(sampling._invert_cdf(probs_1xV, cdf_1xV, jnp.array([[0.25]]))[0]) == 0
+    assert int(sampling._first_reaching(weights_1xV, cdf_1xV, jnp.array([[0.50000005]]))[0]) == 2
+    assert int(sampling._first_reaching(weights_1xV, cdf_1xV, jnp.array([[1.0]]))[0]) == 2
+    assert int(sampling._first_reaching(weights_1xV, cdf_1xV, jnp.array([[0.25]]))[0]) == 0
+    # No kept id reaches the target (rounding): the last kept id.
+    assert int(sampling._first_reaching(weights_1xV, cdf_1xV, jnp.array([[1.5]]))[0]) == 2
+
+
+def test_categorical_across_blocks_matches_probabilities():
+    """The two-level draw over a vocabulary of 2.3 blocks, one of them all zero, follows p."""
+    rng = np.random.default_rng(0)
+    probs_V = rng.random(150).astype(np.float32) ** 4
+    probs_V[64:128] = 0.0  # the whole second block
+    probs_V[[3, 140]] = 0.0
+    probs_V /= probs_V.sum()
+    logits_V = np.where(probs_V > 0, np.log(np.maximum(probs_V, 1e-30)), sampling._BANNED_LOGIT)
+    logits_BxV = jnp.broadcast_to(jnp.asarray(logits_V, jnp.float32), (40_000, probs_V.size))
+    tokens_B = np.asarray(sampling._categorical(jax.random.key(1), logits_BxV))
+    frequencies_V = np.bincount(tokens_B, minlength=probs_V.size) / tokens_B.size
+    assert frequencies_V[probs_V == 0].sum() == 0
+    # The largest probability is below 0.1, so each frequency's standard error is below 0.0015.
+    np.testing.assert_allclose(frequencies_V, probs_V, atol=0.006)
+    assert tokens_B.max() < probs_V.size
 
 
 def test_argmax_of_nan_row_matches_jnp_argmax():

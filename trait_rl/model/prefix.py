@@ -69,9 +69,10 @@ def prefix_forward(
     positions_BxP = transformer.positions_from_mask(input_mask_BxP)
     allowed_BxPxP = layers.causal_allowed(input_mask_BxP)
     x_BxPxD = layers.embed(params, cfg, tokens_BxP, positions_BxP)
+    angles = layers.rotary(cfg, positions_BxP)
 
     def scan_block(x, layer):
-        return layers.block(layer, cfg, x, positions_BxP, allowed_BxPxP)
+        return layers.block(layer, cfg, x, angles, allowed_BxPxP)
 
     x_BxPxD, (k_LxBxGxPxK, v_LxBxGxPxK) = jax.lax.scan(
         layers.remat(cfg, scan_block), x_BxPxD, params["layers"]
@@ -105,10 +106,11 @@ def extend(
     )
     allowed_BxTxS = jnp.concatenate([prefix_BxTxP, allowed_BxTxT], axis=2)
     x_BxTxD = layers.embed(params, cfg, tokens_BxT, positions_BxT)
+    angles = layers.rotary(cfg, positions_BxT)
 
     def scan_block(x, inputs):
         layer, prefix_k_BxGxPxK, prefix_v_BxGxPxK = inputs
-        q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = layers.queries_keys_values(layer, cfg, x, positions_BxT)
+        q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = layers.queries_keys_values(layer, cfg, x, angles)
         keys_BxGxSxK = jnp.concatenate([prefix_k_BxGxPxK, k_BxGxTxK], axis=2)
         values_BxGxSxK = jnp.concatenate([prefix_v_BxGxPxK, v_BxGxTxK], axis=2)
         x = layers.attention_and_mlp(

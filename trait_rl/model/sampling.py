@@ -132,55 +132,78 @@ def _argmax(logits_BxV: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(is_max_BxV, ids_V, vocab_size), axis=-1)
 
 
+# Number of ids per block in the two-level inverse CDF. The cumulative sum runs over the V / 64
+# block sums, then over the 64 ids of one block.
+_CDF_BLOCK = 64
+
+
 def _categorical(rng: jax.Array, logits_BxV: jax.Array) -> jax.Array:
     """Draw one id per row from softmax(logits) by inverting the cumulative distribution.
 
     It draws one uniform number per row instead of the V Gumbel numbers of
-    jax.random.categorical. At batch 64 and vocabulary 2048 on a 2-core CPU, that choice took
-    1.8 ms per decode step and this one 0.45 ms.
+    jax.random.categorical (at batch 64 and vocabulary 2048 on a 2-core CPU, 1.8 ms per decode
+    step against 0.45 ms), and it needs no normalised probabilities.
     """
-    probs_BxV = jax.nn.softmax(logits_BxV, axis=-1)
+    weights_BxV = jnp.exp(logits_BxV - jnp.max(logits_BxV, axis=-1, keepdims=True))
     u_Bx1 = 1.0 - jax.random.uniform(rng, (logits_BxV.shape[0], 1), jnp.float32)
-    return _invert_cdf(probs_BxV, jnp.cumsum(probs_BxV, axis=-1), u_Bx1)
+    return _invert_cdf(weights_BxV, u_Bx1)
 
 
-def _invert_cdf(probs_BxV: jax.Array, cdf_BxV: jax.Array, u_Bx1: jax.Array) -> jax.Array:
-    """Return the first id of nonzero probability whose cdf reaches u * cdf[-1], u in (0, 1].
+def _invert_cdf(weights_BxV: jax.Array, u_Bx1: jax.Array) -> jax.Array:
+    """Return the first id of nonzero weight whose cumulative weight reaches u * total, u in (0, 1].
+
+    The cumulative sum runs in two levels: over the sums of blocks of `_CDF_BLOCK` ids to find
+    the block, then over the ids of that block. At batch 64 and vocabulary 2048 on a 2-core
+    Intel Xeon, this cut the token choice from 1.0 to 0.3 ms per decode step, because XLA's CPU
+    cumsum over the whole vocabulary was slow.
+    """
+    b, v = weights_BxV.shape
+    padded_BxV = jnp.pad(weights_BxV, ((0, 0), (0, -v % _CDF_BLOCK)))
+    weights_BxCxL = padded_BxV.reshape(b, -1, _CDF_BLOCK)
+    sums_BxC = jnp.sum(weights_BxCxL, axis=-1)
+    cdf_BxC = jnp.cumsum(sums_BxC, axis=-1)
+    target_Bx1 = u_Bx1 * cdf_BxC[:, -1:]
+    block_B = _first_reaching(sums_BxC, cdf_BxC, target_Bx1)
+    block_weights_BxL = jnp.take_along_axis(weights_BxCxL, block_B[:, None, None], axis=1)[:, 0]
+    before_Bx1 = jnp.take_along_axis(cdf_BxC - sums_BxC, block_B[:, None], axis=1)
+    block_cdf_BxL = before_Bx1 + jnp.cumsum(block_weights_BxL, axis=-1)
+    return block_B * _CDF_BLOCK + _first_reaching(block_weights_BxL, block_cdf_BxL, target_Bx1)
+
+
+def _first_reaching(weights_BxN: jax.Array, cdf_BxN: jax.Array, target_Bx1: jax.Array) -> jax.Array:
+    """Return the first index of nonzero weight whose cdf reaches the target.
 
     The cdf from XLA's CPU cumsum was seen to be not monotone, so it can rise by a rounding step
-    at an id of probability 0. Ids of probability 0 (banned, or removed by
-    top-k or top-p) are therefore skipped explicitly. If rounding leaves no kept id at or above
-    the target, the last kept id is returned.
+    at an index of weight 0. Indices of weight 0 (banned ids, ids removed by top-k or top-p,
+    padding) are therefore skipped explicitly. If rounding leaves no kept index at or above the
+    target, the last kept index is returned.
     """
-    vocab_size = probs_BxV.shape[-1]
-    ids_V = jnp.arange(vocab_size, dtype=jnp.int32)
-    kept_BxV = probs_BxV > 0
-    target_Bx1 = u_Bx1 * cdf_BxV[:, -1:]
-    reached_BxV = kept_BxV & (cdf_BxV >= target_Bx1)
-    first_B = jnp.min(jnp.where(reached_BxV, ids_V, vocab_size), axis=-1)
-    last_kept_B = jnp.max(jnp.where(kept_BxV, ids_V, 0), axis=-1)
-    return jnp.where(first_B < vocab_size, first_B, last_kept_B)
+    n = weights_BxN.shape[-1]
+    ids_N = jnp.arange(n, dtype=jnp.int32)
+    kept_BxN = weights_BxN > 0
+    first_B = jnp.min(jnp.where(kept_BxN & (cdf_BxN >= target_Bx1), ids_N, n), axis=-1)
+    last_kept_B = jnp.max(jnp.where(kept_BxN, ids_N, 0), axis=-1)
+    return jnp.where(first_B < n, first_B, last_kept_B)
 
 
 def _choose(
     sampling: SamplingConfig, logits_BxV: jax.Array, rng: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Pick the next token and return it with its unfiltered log-probability."""
-    temperature = sampling.logps_temperature
-    log_probs_BxV = jax.nn.log_softmax(logits_BxV / temperature, axis=-1)
-    allowed_BxV = _ban(logits_BxV, sampling.banned_ids)
+    scaled_BxV = logits_BxV / sampling.logps_temperature
+    allowed_BxV = _ban(scaled_BxV, sampling.banned_ids)
     if sampling.greedy:
         token_B = _argmax(allowed_BxV)
     else:
-        filtered_BxV = allowed_BxV / temperature
+        filtered_BxV = allowed_BxV
         if sampling.top_k:
             filtered_BxV = _filter_top_k(filtered_BxV, min(sampling.top_k, logits_BxV.shape[-1]))
         if sampling.top_p < 1.0:
             filtered_BxV = _filter_top_p(filtered_BxV, sampling.top_p)
         token_B = _categorical(rng, filtered_BxV)
     token_B = token_B.astype(jnp.int32)
-    logp_B = jnp.take_along_axis(log_probs_BxV, token_B[:, None], axis=-1)[:, 0]
-    return token_B, logp_B
+    chosen_B = jnp.take_along_axis(scaled_BxV, token_B[:, None], axis=-1)[:, 0]
+    return token_B, chosen_B - jax.nn.logsumexp(scaled_BxV, axis=-1)
 
 
 def _is_stop(sampling: SamplingConfig, token_B: jax.Array) -> jax.Array:
@@ -266,6 +289,8 @@ def _sample_impl(
         params, cfg, prompt_tokens_BxP, prompt_mask_BxP, p + n, prompt_repeats
     )
 
+    # Per-layer weights, sliced out of the stack once for the whole loop.
+    decode_params = transformer.unstack_layers(params)
     state = _LoopState(
         step=jnp.zeros((), jnp.int32),
         cache=cache,
@@ -283,7 +308,7 @@ def _sample_impl(
     def decode_step(state: _LoopState) -> _LoopState:
         state, token_Bx1, active_Bx1 = _record(sampling, state)
         logits_Bx1xV, cache = transformer.forward(
-            params, cfg, token_Bx1, active_Bx1, cache=state.cache
+            decode_params, cfg, token_Bx1, active_Bx1, cache=state.cache
         )
         return dataclasses.replace(
             state, step=state.step + 1, cache=cache, logits_BxV=logits_Bx1xV[:, 0]

@@ -5,11 +5,11 @@ R = H // G query heads per key/value head, K head_dim, F mlp_dim, V vocab_size, 
 
 Layer weights are stacked on a leading `layers` axis and applied with `lax.scan`, so compile time
 does not grow with depth. The KV cache stores keys and values per slot, with a validity mask and
-a write index. Its layout is L x B x G x S x K (heads before slots), so attention reads a layer's
-slots without a transpose. Attention is causal in slot order and skips invalid (padding) slots.
-So a left-padded prefill followed by one-token decode steps computes the same logits as one full
-forward. The layers themselves are in `layers`; `prefix` runs a prompt once and continues it in
-several rows.
+a write index. Each layer has its own B x G x S x K array (heads before slots), so attention
+reads its slots without a transpose or a copy; the cached forward loops over layers in Python.
+Attention is causal in slot order and skips invalid (padding) slots, so a left-padded prefill
+followed by one-token decode steps computes the same logits as one full forward. The layers
+themselves are in `layers`; `prefix` runs a prompt once and continues it in several rows.
 """
 
 import math
@@ -22,7 +22,7 @@ from trait_rl.model import layers
 from trait_rl.model.config import ModelConfig
 
 Params = layers.Params
-Cache = dict[str, jax.Array]
+Cache = dict[str, Any]
 
 
 def positions_from_mask(input_mask_BxT: jax.Array) -> jax.Array:
@@ -186,45 +186,55 @@ def param_logical_axes(cfg: ModelConfig) -> dict:
     return axes
 
 
-def _write_layer_cache(
-    cache_LxBxGxSxK: jax.Array, new_BxGxTxK: jax.Array, layer: jax.Array, index: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Write one layer's new keys or values into the stacked cache; return that layer's slots.
+def unstack_layers(params: Params) -> Params:
+    """Return `params` with `layers` as a tuple of per-layer weights instead of one stack.
 
-    The stacked cache goes through the layer scan as a carry, so XLA updates it in place. As
-    scanned inputs and outputs, every decode step copied the whole cache of every layer: the
-    sampler at batch 64 took 1.21 s per call that way and 0.87 s with the carry (medians of
-    three alternating runs, benchmarks/RESULTS.md).
+    Only the KV-cache forward accepts this form. A decode loop calls it once, before the loop,
+    so that no step copies a layer's weights out of the stack. XLA did not hoist those copies
+    out of the loop, and at batch 1 on a 2-core CPU they took nearly half of each decode step.
     """
+    num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
+    per_layer = tuple(_layer_params(params, i) for i in range(num_layers))
+    return {**params, "layers": per_layer}
+
+
+def _layer_params(params: Params, index: int) -> Params:
+    """Return the weights of layer `index`, from a stack or from `unstack_layers` output."""
+    if isinstance(params["layers"], tuple):
+        return params["layers"][index]
+    return jax.tree.map(lambda stacked: stacked[index], params["layers"])
+
+
+def _write_cache(cache_BxGxSxK: jax.Array, new_BxGxTxK: jax.Array, index: jax.Array) -> jax.Array:
+    """Write T new keys or values into one layer's cache at slots index..index+T-1."""
     zero = jnp.zeros((), jnp.int32)
-    start = (layer.astype(jnp.int32), zero, zero, index.astype(jnp.int32), zero)
-    new_1xBxGxTxK = new_BxGxTxK[None].astype(cache_LxBxGxSxK.dtype)
-    cache_LxBxGxSxK = jax.lax.dynamic_update_slice(cache_LxBxGxSxK, new_1xBxGxTxK, start)
-    return cache_LxBxGxSxK, jax.lax.dynamic_index_in_dim(cache_LxBxGxSxK, layer, keepdims=False)
+    start = (zero, zero, index.astype(jnp.int32), zero)
+    return jax.lax.dynamic_update_slice(
+        cache_BxGxSxK, new_BxGxTxK.astype(cache_BxGxSxK.dtype), start
+    )
 
 
 def _cached_block(
     layer: Params,
     cfg: ModelConfig,
     x_BxTxD: jax.Array,
-    positions_BxT: jax.Array,
+    angles: layers.Rotary | None,
     allowed_BxTxS: jax.Array,
     kv_cache: tuple[jax.Array, jax.Array],
-    layer_index: jax.Array,
     index: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Apply one block, writing this step's keys and values into the cache, and attend over it.
+    """Apply one block: write the new keys and values at slot `index`, attend over all slots.
 
-    `kv_cache` is the stacked (L x B x G x S x K) keys and values of all layers. This block
-    writes layer `layer_index` at slot `index` and attends over that layer's slots.
+    `kv_cache` holds this layer's keys and values (B x G x S x K each); the updated pair is
+    returned.
     """
-    q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = layers.queries_keys_values(layer, cfg, x_BxTxD, positions_BxT)
-    k_LxBxGxSxK, keys_BxGxSxK = _write_layer_cache(kv_cache[0], k_BxGxTxK, layer_index, index)
-    v_LxBxGxSxK, values_BxGxSxK = _write_layer_cache(kv_cache[1], v_BxGxTxK, layer_index, index)
+    q_BxTxHxK, k_BxGxTxK, v_BxGxTxK = layers.queries_keys_values(layer, cfg, x_BxTxD, angles)
+    keys_BxGxSxK = _write_cache(kv_cache[0], k_BxGxTxK, index)
+    values_BxGxSxK = _write_cache(kv_cache[1], v_BxGxTxK, index)
     x_BxTxD = layers.attention_and_mlp(
         layer, cfg, x_BxTxD, q_BxTxHxK, keys_BxGxSxK, values_BxGxSxK, allowed_BxTxS
     )
-    return x_BxTxD, (k_LxBxGxSxK, v_LxBxGxSxK)
+    return x_BxTxD, (keys_BxGxSxK, values_BxGxSxK)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -233,14 +243,18 @@ def _cached_block(
 def init_cache(cfg: ModelConfig, batch_size: int, max_len: int) -> Cache:
     """Return an empty KV cache with `max_len` slots per sequence.
 
-    Fields: `k`, `v` (L x B x G x S x K, activation dtype), `mask` (B x S, 1 where a slot contains a
-    real token), `index` (next slot to write, shared by the batch) and `next_position` (B, the
-    position the next real token of each sequence gets).
+    Fields: `k`, `v` (one B x G x S x K array per layer, activation dtype), `mask` (B x S, 1 where
+    a slot contains a real token), `index` (next slot to write, shared by the batch) and
+    `next_position` (B, the position the next real token of each sequence gets).
     """
-    shape = (cfg.num_layers, batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
+    shape = (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
+
+    def empty_layers() -> tuple[jax.Array, ...]:
+        return tuple(jnp.zeros(shape, cfg.activation_dtype) for _ in range(cfg.num_layers))
+
     return {
-        "k": jnp.zeros(shape, cfg.activation_dtype),
-        "v": jnp.zeros(shape, cfg.activation_dtype),
+        "k": empty_layers(),
+        "v": empty_layers(),
         "mask": jnp.zeros((batch_size, max_len), jnp.int32),
         "index": jnp.zeros((), jnp.int32),
         "next_position": jnp.zeros((batch_size,), jnp.int32),
@@ -252,10 +266,10 @@ def repeat_cache(cache: Cache, repeats: int) -> Cache:
 
     Used to run one prompt once and continue it in several rows, as GRPO groups do.
     """
-    rows_axis = {"k": 1, "v": 1, "mask": 0, "next_position": 0}
-    repeated = {
-        name: jnp.repeat(cache[name], repeats, axis=axis) for name, axis in rows_axis.items()
-    }
+    repeated = jax.tree.map(
+        lambda rows: jnp.repeat(rows, repeats, axis=0),
+        {name: cache[name] for name in ("k", "v", "mask", "next_position")},
+    )
     return {**cache, **repeated}
 
 
@@ -318,6 +332,53 @@ def _resolve_positions(
     return positions_BxT
 
 
+def _scanned_layers(
+    params: Params,
+    cfg: ModelConfig,
+    x_BxTxD: jax.Array,
+    angles: layers.Rotary | None,
+    allowed_BxTxS: jax.Array,
+) -> jax.Array:
+    """Apply the stacked layers with `lax.scan`, rematerialised as `cfg.remat` says."""
+    if isinstance(params["layers"], tuple):
+        raise ValueError(
+            "params['layers'] is a tuple of per-layer weights (from unstack_layers), which only "
+            "the KV-cache forward accepts; pass the stacked params for a forward without a cache"
+        )
+
+    def scan_block(x, layer):
+        x, _ = layers.block(layer, cfg, x, angles, allowed_BxTxS)
+        return x, None
+
+    x_BxTxD, _ = jax.lax.scan(layers.remat(cfg, scan_block), x_BxTxD, params["layers"])
+    return x_BxTxD
+
+
+def _cached_layers(
+    params: Params,
+    cfg: ModelConfig,
+    x_BxTxD: jax.Array,
+    angles: layers.Rotary | None,
+    allowed_BxTxS: jax.Array,
+    cache: Cache,
+) -> tuple[jax.Array, tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]]:
+    """Apply the layers one by one over the cache; return x and every layer's keys and values.
+
+    A Python loop, not a scan, so each layer's cache is an array of its own that a decode step
+    updates and reads in place. With a stacked cache carried through a scan, every step copied
+    each layer's slots out of the stack (benchmarks/RESULTS.md).
+    """
+    keys, values = [], []
+    for i in range(cfg.num_layers):
+        kv_cache = (cache["k"][i], cache["v"][i])
+        x_BxTxD, (k_BxGxSxK, v_BxGxSxK) = _cached_block(
+            _layer_params(params, i), cfg, x_BxTxD, angles, allowed_BxTxS, kv_cache, cache["index"]
+        )
+        keys.append(k_BxGxSxK)
+        values.append(v_BxGxSxK)
+    return x_BxTxD, (tuple(keys), tuple(values))
+
+
 def backbone(
     params: Params,
     cfg: ModelConfig,
@@ -337,6 +398,8 @@ def backbone(
     makes attention causal within each segment and, unless positions are given, restarts the
     positions at 0 in each segment. Each packed example then gets the hidden states it gets
     when run alone.
+
+    With a cache, `params` may also come from `unstack_layers`, which a decode loop calls once.
     """
     t = tokens_BxT.shape[1]
     if cache is not None:
@@ -351,35 +414,24 @@ def backbone(
             f"segment_ids_BxT shape {segment_ids_BxT.shape} does not match tokens_BxT shape "
             f"{tokens_BxT.shape}"
         )
+    derived_positions = positions_BxT is None
     positions_BxT = _resolve_positions(input_mask_BxT, positions_BxT, cache, segment_ids_BxT)
+    if cache is not None and derived_positions:
+        # Each real token so far occupies a slot, so every position is below the slot count.
+        angles = layers.rotary_from_table(cfg, positions_BxT, cache["mask"].shape[1])
+    else:
+        angles = layers.rotary(cfg, positions_BxT)
     allowed_BxTxS, slot_mask_BxS = _attention_mask(input_mask_BxT, cache, segment_ids_BxT)
     x_BxTxD = layers.embed(params, cfg, tokens_BxT, positions_BxT)
 
     if cache is None:
-
-        def scan_block(x, layer):
-            x, _ = layers.block(layer, cfg, x, positions_BxT, allowed_BxTxS)
-            return x, None
-
-        x_BxTxD, _ = jax.lax.scan(layers.remat(cfg, scan_block), x_BxTxD, params["layers"])
+        x_BxTxD = _scanned_layers(params, cfg, x_BxTxD, angles, allowed_BxTxS)
         new_cache = None
     else:
-
-        def scan_cached_block(carry, layer_and_index):
-            x, k_cache, v_cache = carry
-            layer, layer_index = layer_and_index
-            kv = (k_cache, v_cache)
-            x, (k_cache, v_cache) = _cached_block(
-                layer, cfg, x, positions_BxT, allowed_BxTxS, kv, layer_index, cache["index"]
-            )
-            return (x, k_cache, v_cache), None
-
-        carry = (x_BxTxD, cache["k"], cache["v"])
-        xs = (params["layers"], jnp.arange(cfg.num_layers, dtype=jnp.int32))
-        (x_BxTxD, k_LxBxGxSxK, v_LxBxGxSxK), _ = jax.lax.scan(scan_cached_block, carry, xs)
+        x_BxTxD, (keys, values) = _cached_layers(params, cfg, x_BxTxD, angles, allowed_BxTxS, cache)
         new_cache = {
-            "k": k_LxBxGxSxK,
-            "v": v_LxBxGxSxK,
+            "k": keys,
+            "v": values,
             "mask": slot_mask_BxS,
             "index": cache["index"] + t,
             "next_position": cache["next_position"]
