@@ -234,7 +234,7 @@ def test_first_reaching_skips_zero_weight_ids():
     assert int(sampling._first_reaching(weights_1xV, cdf_1xV, jnp.array([[0.50000005]]))[0]) == 2
     assert int(sampling._first_reaching(weights_1xV, cdf_1xV, jnp.array([[1.0]]))[0]) == 2
     assert int(sampling._first_reaching(weights_1xV, cdf_1xV, jnp.array([[0.25]]))[0]) == 0
-    # No kept id reaches the target (rounding): the last kept id.
+    # If no kept id reaches the target (a rounding case), the last kept id is returned.
     assert int(sampling._first_reaching(weights_1xV, cdf_1xV, jnp.array([[1.5]]))[0]) == 2
 
 
@@ -242,7 +242,7 @@ def test_categorical_across_blocks_matches_probabilities():
     """The two-level draw over a vocabulary of 2.3 blocks, one of them all zero, follows p."""
     rng = np.random.default_rng(0)
     probs_V = rng.random(150).astype(np.float32) ** 4
-    probs_V[64:128] = 0.0  # the whole second block
+    probs_V[64:128] = 0.0  # Zero out the whole second block.
     probs_V[[3, 140]] = 0.0
     probs_V /= probs_V.sum()
     logits_V = np.where(probs_V > 0, np.log(np.maximum(probs_V, 1e-30)), sampling._BANNED_LOGIT)

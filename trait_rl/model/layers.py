@@ -58,7 +58,7 @@ class Rotary(NamedTuple):
 
 
 def rotary(cfg: ModelConfig, positions_BxT: jax.Array) -> Rotary | None:
-    """Return the rotary angles' sine and cosine at each position; None without rotary embeddings.
+    """Return the sine and cosine of the rotary angles at each position, or None without rotary.
 
     Computed once per forward and shared by every layer's queries and keys.
     """
@@ -73,7 +73,7 @@ def rotary(cfg: ModelConfig, positions_BxT: jax.Array) -> Rotary | None:
 def rotary_from_table(
     cfg: ModelConfig, positions_BxT: jax.Array, num_positions: int
 ) -> Rotary | None:
-    """Like `rotary`, but look the values up in a table of positions 0..num_positions-1.
+    """Return what `rotary` returns, looked up in a table of positions 0..num_positions-1.
 
     The table does not depend on the input, so XLA computes it at compile time, and a decode
     step then evaluates no sine or cosine. Computed per step, they were fused into every layer's

@@ -6,7 +6,7 @@ R = H // G query heads per key/value head, K head_dim, F mlp_dim, V vocab_size, 
 Layer weights are stacked on a leading `layers` axis and applied with `lax.scan`, so compile time
 does not grow with depth. The KV cache stores keys and values per slot, with a validity mask and
 a write index. Each layer has its own B x G x S x K array (heads before slots), so attention
-reads its slots without a transpose or a copy; the cached forward loops over layers in Python.
+reads its slots without a transpose or a copy, and the cached forward loops over layers in Python.
 Attention is causal in slot order and skips invalid (padding) slots, so a left-padded prefill
 followed by one-token decode steps computes the same logits as one full forward. The layers
 themselves are in `layers`; `prefix` runs a prompt once and continues it in several rows.
@@ -223,7 +223,7 @@ def _cached_block(
     kv_cache: tuple[jax.Array, jax.Array],
     index: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Apply one block: write the new keys and values at slot `index`, attend over all slots.
+    """Apply one block, writing the new keys and values at slot `index` and reading all slots.
 
     `kv_cache` holds this layer's keys and values (B x G x S x K each); the updated pair is
     returned.
@@ -339,11 +339,11 @@ def _scanned_layers(
     angles: layers.Rotary | None,
     allowed_BxTxS: jax.Array,
 ) -> jax.Array:
-    """Apply the stacked layers with `lax.scan`, rematerialised as `cfg.remat` says."""
+    """Apply the stacked layers with `lax.scan`, rematerialised by the `cfg.remat` policy."""
     if isinstance(params["layers"], tuple):
         raise ValueError(
             "params['layers'] is a tuple of per-layer weights (from unstack_layers), which only "
-            "the KV-cache forward accepts; pass the stacked params for a forward without a cache"
+            "the KV-cache forward accepts. Pass the stacked params for a forward without a cache"
         )
 
     def scan_block(x, layer):
@@ -362,7 +362,7 @@ def _cached_layers(
     allowed_BxTxS: jax.Array,
     cache: Cache,
 ) -> tuple[jax.Array, tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]]:
-    """Apply the layers one by one over the cache; return x and every layer's keys and values.
+    """Apply the layers one by one over the cache, and return x with every layer's keys and values.
 
     A Python loop, not a scan, so each layer's cache is an array of its own that a decode step
     updates and reads in place. With a stacked cache carried through a scan, every step copied
