@@ -25,7 +25,12 @@ import jax.numpy as jnp
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from trait_rl import host_memory  # noqa: E402
 from trait_rl.model.config import ModelConfig  # noqa: E402
+
+# Measure what the command-line scripts run, with their host allocator setting. Set before the
+# first JAX computation, as `host_memory.retain_freed_memory` requires.
+HOST_MEMORY_RETAINED = host_memory.retain_freed_memory()
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
@@ -236,6 +241,7 @@ def machine_report() -> dict[str, Any]:
         "platform": jax.devices()[0].platform,
         "python": platform.python_version(),
         "jax": jax.__version__,
+        "host_memory_retained": HOST_MEMORY_RETAINED,
         "uptime": pathlib.Path("/proc/loadavg").read_text().strip(),
     }
 

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 
 from absl import app
 
+from trait_rl import host_memory
+
 _PROJECT_DIRS = (
     pathlib.Path(__file__).resolve().parent,
     pathlib.Path(__file__).resolve().parent.parent / "scripts",
@@ -112,7 +114,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], object]) -> None:
-    """Run a script's `main` with absl, turning user-facing errors into one-line messages."""
+    """Run a script's `main` with absl, turning user-facing errors into one-line messages.
+
+    It first sets the host allocator to keep freed memory (`host_memory.retain_freed_memory`).
+    """
+    try:
+        host_memory.retain_freed_memory()
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     app.run(catch_user_errors(main), flags_parser=parse_flags)
 
 

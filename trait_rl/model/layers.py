@@ -128,6 +128,31 @@ def mlp(mlp_params: Params, cfg: ModelConfig, x_BxTxD: jax.Array) -> jax.Array:
     return dense(mlp_params["down"], cfg, hidden_BxTxF, 1)
 
 
+def fuse_qkv(attn: Params) -> Params:
+    """Return attention weights whose q, k and v projections are one `qkv` projection.
+
+    The kernel is D x (H + 2G) x K, the q, k and v kernels concatenated along the heads. At
+    batch 64 on a 2-core CPU, a sampler decode step took 14% less time with one projection than
+    with three (jax.profiler traces). XLA ran the three small matmuls one after the other on one
+    core, and it ran the fused one on both.
+    """
+    qkv = {"kernel": jnp.concatenate([attn[name]["kernel"] for name in "qkv"], axis=-2)}
+    if "bias" in attn["q"]:
+        qkv["bias"] = jnp.concatenate([attn[name]["bias"] for name in "qkv"], axis=-2)
+    return {"qkv": qkv, "o": attn["o"]}
+
+
+def _project_qkv(
+    attn: Params, cfg: ModelConfig, h_BxTxD: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Return the queries (BxTxHxK), keys and values (BxTxGxK), from three kernels or one."""
+    if "qkv" not in attn:
+        return tuple(dense(attn[name], cfg, h_BxTxD, 1) for name in "qkv")
+    qkv_BxTxNxK = dense(attn["qkv"], cfg, h_BxTxD, 1)
+    h, g = cfg.num_heads, cfg.num_kv_heads
+    return qkv_BxTxNxK[:, :, :h], qkv_BxTxNxK[:, :, h : h + g], qkv_BxTxNxK[:, :, h + g :]
+
+
 def queries_keys_values(
     layer: Params, cfg: ModelConfig, x_BxTxD: jax.Array, angles: Rotary | None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -135,11 +160,8 @@ def queries_keys_values(
 
     Queries and keys are rotated by `angles` (from `rotary`), unless it is None.
     """
-    attn = layer["attn"]
     h_BxTxD = normalize(layer["attn_norm"], cfg, x_BxTxD)
-    q_BxTxHxK = dense(attn["q"], cfg, h_BxTxD, 1)
-    k_BxTxGxK = dense(attn["k"], cfg, h_BxTxD, 1)
-    v_BxTxGxK = dense(attn["v"], cfg, h_BxTxD, 1)
+    q_BxTxHxK, k_BxTxGxK, v_BxTxGxK = _project_qkv(layer["attn"], cfg, h_BxTxD)
     if angles is not None:
         q_BxTxHxK = rope(q_BxTxHxK, angles)
         k_BxTxGxK = rope(k_BxTxGxK, angles)

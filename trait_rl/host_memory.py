@@ -1,0 +1,61 @@
+"""Keep freed host memory in the process, so that XLA's buffers are not page-faulted on every call.
+
+XLA:CPU allocates each call's temporary buffer with malloc. glibc maps a block above its mmap
+threshold (at most 32 MiB) fresh from the OS and unmaps it on free, and it does the same for a
+large block requested from a thread's own arena, whatever the threshold. Every call then faults
+the pages of its buffer in again. At the benchmarks' reference shape on a 2-core CPU, a sampler
+call at batch 64 has a 76 MiB buffer. Each call took 19,500 page faults and 35-45 ms of system
+time, and 7 ms of system time with the settings below (benchmarks/RESULTS.md has the wall times).
+
+`retain_freed_memory` sets three glibc malloc options: one arena for all threads, no mmap for
+large blocks, and a trim threshold of 1 GiB. Large blocks then come from one heap that keeps
+freed memory for the next call. The cost is that the process keeps up to 1 GiB of freed memory
+mapped instead of returning it to the OS. The command-line scripts call it at start, and
+library users can call it before their first JAX computation.
+"""
+
+import ctypes
+import os
+import sys
+
+ENV_VAR = "TRAIT_RL_RETAIN_HOST_MEMORY"
+
+# mallopt parameters from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
+_TRIM_THRESHOLD_BYTES = 1 << 30
+
+
+def enabled_by_env() -> bool:
+    """Return the setting of TRAIT_RL_RETAIN_HOST_MEMORY: "1" (the default) or "0"."""
+    value = os.environ.get(ENV_VAR, "1").strip()
+    if value not in ("0", "1"):
+        raise ValueError(
+            f"invalid {ENV_VAR}={value!r}: use 1 to keep freed host memory for reuse (the "
+            "default) or 0 to leave the C allocator's settings unchanged"
+        )
+    return value == "1"
+
+
+def retain_freed_memory() -> bool:
+    """Set glibc's malloc options so that freed large blocks stay mapped for reuse.
+
+    Returns whether the options were set. It returns False and changes nothing where the C
+    library is not glibc (macOS, musl) or when TRAIT_RL_RETAIN_HOST_MEMORY=0. Call it before the
+    first JAX computation: a thread that already has its own malloc arena keeps it.
+    """
+    if not enabled_by_env() or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    options = (
+        (_M_ARENA_MAX, 1),
+        (_M_MMAP_MAX, 0),
+        (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES),
+    )
+    # mallopt returns 1 on success and 0 on error.
+    results = [mallopt(option, value) for option, value in options]
+    return all(result == 1 for result in results)
