@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from trait_rl import host_memory  # noqa: E402
 from trait_rl.model.config import ModelConfig  # noqa: E402
 
-# Measure what the command-line scripts run, with their host allocator setting. Set before the
-# first JAX computation, as `host_memory.retain_freed_memory` requires.
-HOST_MEMORY_RETAINED = host_memory.retain_freed_memory()
+# Measure what the command-line scripts run, with their host allocator setting (off unless
+# TRAIT_RL_RETAIN_HOST_MEMORY=1), applied before the first JAX computation as it must be.
+HOST_MEMORY_RETAINED = host_memory.apply_env_setting()
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 

@@ -17,7 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 _FAULT_PROBE = """
 import json, resource, statistics
 from trait_rl import host_memory
-retained = host_memory.retain_freed_memory()
+retained = host_memory.apply_env_setting()
 import jax, jax.numpy as jnp
 
 @jax.jit
@@ -61,9 +61,15 @@ def test_retained_memory_avoids_page_faults():
     assert retained["faults"] < 1_000
 
 
+def test_setting_off_by_default(monkeypatch):
+    monkeypatch.delenv(host_memory.ENV_VAR, raising=False)
+    assert host_memory.enabled_by_env() is False
+    assert host_memory.apply_env_setting() is False
+
+
 def test_env_zero_changes_nothing(monkeypatch):
     monkeypatch.setenv(host_memory.ENV_VAR, "0")
-    assert host_memory.retain_freed_memory() is False
+    assert host_memory.apply_env_setting() is False
 
 
 def test_invalid_env_value_raises(monkeypatch):

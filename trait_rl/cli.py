@@ -116,10 +116,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 def run(main: Callable[[list[str]], object]) -> None:
     """Run a script's `main` with absl, turning user-facing errors into one-line messages.
 
-    It first sets the host allocator to keep freed memory (`host_memory.retain_freed_memory`).
+    With TRAIT_RL_RETAIN_HOST_MEMORY=1 it first sets the host allocator to keep freed memory
+    (`host_memory.retain_freed_memory`).
     """
     try:
-        host_memory.retain_freed_memory()
+        host_memory.apply_env_setting()
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     app.run(catch_user_errors(main), flags_parser=parse_flags)
