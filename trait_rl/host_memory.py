@@ -1,11 +1,12 @@
 """An opt-in allocator setting that keeps freed host memory for XLA's next call to reuse.
 
-XLA:CPU allocates each call's temporary buffer with malloc. glibc maps a block above its mmap
-threshold (at most 32 MiB) fresh from the OS and unmaps it on free, and it does the same for a
-large block requested from a thread's own arena, whatever the threshold. Every call then faults
-the pages of its buffer in again. At the benchmarks' reference shape on a 2-core CPU, a sampler
-call at batch 64 has a 76 MiB buffer. Each call took 19,500 page faults and 35-45 ms of system
-time, and 7 ms of system time with the settings below (benchmarks/RESULTS.md has the wall times).
+XLA:CPU (jax 0.10.2) allocates each call's temporary buffer through glibc's malloc, which maps
+a large block fresh from the OS and unmaps it on free. Every call then faults the pages of its
+buffer in again. At the benchmarks' reference shape on a 2-core CPU, a sampler call at batch 64
+has a 76 MiB buffer, and strace showed one mmap and one munmap of it per call. Each call took
+19,500 page faults and 35-45 ms of system time, and 7 ms of system time with the settings
+below (benchmarks/RESULTS.md has the wall times). Disabling mmap alone did not remove the
+faults: a worker thread requested the buffer from its own arena, so one arena is needed too.
 
 `retain_freed_memory` sets three glibc malloc options: one arena for all threads, no mmap for
 large blocks, and a trim threshold of 1 GiB. Large blocks then come from one heap that keeps
