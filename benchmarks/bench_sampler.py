@@ -22,9 +22,11 @@ def make_prefill(cfg, total_len: int):
     """Jit what the sampler runs before decoding: the prompt into a fresh cache, last logits."""
 
     def prefill(params, tokens_BxP, mask_BxP):
-        cache = transformer.init_cache(cfg, tokens_BxP.shape[0], total_len)
-        hidden_BxPxD, cache = transformer.backbone(params, cfg, tokens_BxP, mask_BxP, cache=cache)
-        return transformer.lm_logits(params, cfg, hidden_BxPxD[:, -1:]), cache
+        decode_params = transformer.unstack_layers(params)
+        hidden_BxPxD, cache = transformer.prefill(
+            decode_params, cfg, tokens_BxP, mask_BxP, total_len
+        )
+        return transformer.lm_logits(decode_params, cfg, hidden_BxPxD[:, -1:]), cache
 
     return jax.jit(prefill)
 

@@ -136,6 +136,47 @@ def test_unstacked_layers_decode_like_stacked(model):
         transformer.forward(per_layer, cfg, tokens, mask)
 
 
+@pytest.mark.parametrize("per_layer", [False, True], ids=["stacked", "unstacked"])
+def test_prefill_matches_backbone_over_fresh_cache(model, per_layer):
+    """The prompt-only prefill fills the cache as a cached forward does, and decoding goes on."""
+    cfg, params, forward = model
+    tokens = _tokens(2, 11)
+    mask = jnp.ones_like(tokens).at[1, :3].set(0)
+    tokens = tokens * mask
+    weights = transformer.unstack_layers(params) if per_layer else params
+    prefill = jax.jit(transformer.prefill, static_argnums=(1, 4))
+    backbone = jax.jit(transformer.backbone, static_argnums=1)
+
+    hidden, cache = prefill(weights, cfg, tokens[:, :8], mask[:, :8], 12)
+    expected_hidden, expected_cache = backbone(
+        weights, cfg, tokens[:, :8], mask[:, :8], cache=transformer.init_cache(cfg, 2, 12)
+    )
+    # Padding columns differ, as in every forward, and no query ever reads their slots.
+    real = mask[:, :8] > 0
+    np.testing.assert_allclose(hidden[real], expected_hidden[real], atol=ATOL)
+    np.testing.assert_array_equal(cache["mask"], expected_cache["mask"])
+    filled = np.asarray(cache["mask"]) > 0
+    for name in ("k", "v"):
+        assert len(cache[name]) == cfg.num_layers
+        for got, expected in zip(cache[name], expected_cache[name], strict=True):
+            assert got.shape == (2, cfg.num_kv_heads, 12, cfg.head_dim)
+            got_BxSxGxK, expected_BxSxGxK = np.swapaxes(got, 1, 2), np.swapaxes(expected, 1, 2)
+            np.testing.assert_allclose(got_BxSxGxK[filled], expected_BxSxGxK[filled], atol=ATOL)
+    assert int(cache["index"]) == 8
+    np.testing.assert_array_equal(cache["next_position"], [8, 5])
+
+    step_logits, _ = forward(weights, cfg, tokens[:, 8:], mask[:, 8:], cache=cache)
+    full_logits, _ = forward(params, cfg, tokens, mask)
+    np.testing.assert_allclose(step_logits, full_logits[:, 8:], atol=ATOL)
+
+
+def test_prefill_overflow_raises():
+    params = transformer.init_params(jax.random.key(0), TINY)
+    tokens = _tokens(1, 5)
+    with pytest.raises(ValueError, match="KV cache overflow"):
+        transformer.prefill(params, TINY, tokens, jnp.ones_like(tokens), 4)
+
+
 @pytest.mark.parametrize(
     "cfg",
     [TINY, GPT2_STYLE, dataclasses.replace(TINY, qkv_bias=True)],

@@ -265,8 +265,7 @@ def _prefill(
     """
     tokens_UxP = prompt_tokens_BxP[::prompt_repeats]
     mask_UxP = prompt_mask_BxP[::prompt_repeats]
-    cache = transformer.init_cache(cfg, tokens_UxP.shape[0], cache_len)
-    hidden_UxPxD, cache = transformer.backbone(params, cfg, tokens_UxP, mask_UxP, cache=cache)
+    hidden_UxPxD, cache = transformer.prefill(params, cfg, tokens_UxP, mask_UxP, cache_len)
     logits_Ux1xV = transformer.lm_logits(params, cfg, hidden_UxPxD[:, -1:])
     if prompt_repeats == 1:
         return logits_Ux1xV, cache
@@ -285,12 +284,11 @@ def _sample_impl(
 ) -> SampleOutput:
     b, p = prompt_tokens_BxP.shape
     n = sampling.max_new_tokens
-    logits_Bx1xV, cache = _prefill(
-        params, cfg, prompt_tokens_BxP, prompt_mask_BxP, p + n, prompt_repeats
-    )
-
-    # Per-layer weights, sliced out of the stack once for the whole loop.
+    # Per-layer weights, sliced out of the stack once for the prefill and the whole loop.
     decode_params = transformer.unstack_layers(params)
+    logits_Bx1xV, cache = _prefill(
+        decode_params, cfg, prompt_tokens_BxP, prompt_mask_BxP, p + n, prompt_repeats
+    )
     state = _LoopState(
         step=jnp.zeros((), jnp.int32),
         cache=cache,
