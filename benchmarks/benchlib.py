@@ -35,7 +35,7 @@ HOST_MEMORY_RETAINED = host_memory.apply_env_setting()
 # BENCH_RESULTS_DIR redirects the JSON files, as `sampler_rounds.py` does for each round.
 RESULTS_DIR = pathlib.Path(
     os.environ.get("BENCH_RESULTS_DIR") or REPO_ROOT / "benchmarks" / "results"
-)
+).resolve()
 
 # Prompts are PROMPT_LEN tokens and every completion exactly NEW_TOKENS tokens long.
 PROMPT_LEN = 32

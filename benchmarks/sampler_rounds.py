@@ -9,8 +9,9 @@ run and fail in the next. This script runs
 `bench_sampler.py`, transformers `generate` and Tunix's sampler once per round, in a rotating
 order, and reports each implementation's median over the rounds and the ratios of those
 medians. Each round's JSON files stay under results/sampler_rounds/round<N>/, and the summary
-goes to results/sampler_rounds.json. A peer whose venv is not installed
-(`benchmarks/peers/install.sh`) is skipped and reported.
+goes to results/sampler_rounds.json (under $BENCH_RESULTS_DIR instead of results/ when that is
+set). A peer whose venv is not installed (`benchmarks/peers/install.sh`) is skipped and
+reported.
 """
 
 import argparse
@@ -47,11 +48,11 @@ IMPLEMENTATIONS = {
 
 
 def available(name: str) -> bool:
-    """Return whether an implementation's interpreter is installed (a peer venv is marked done)."""
+    """Return whether an implementation's interpreter exists (and a peer venv is marked done)."""
     python = benchlib.REPO_ROOT / IMPLEMENTATIONS[name][0]
     if name == "ours":
         return python.exists()
-    return (python.parents[1] / ".installed").exists()
+    return python.exists() and (python.parents[1] / ".installed").exists()
 
 
 def run_once(name: str, round_dir: pathlib.Path, args) -> dict:
@@ -105,6 +106,27 @@ def summarize(rounds: list[dict[str, dict]], names: list[str], batches: list[int
     return rows
 
 
+def run_rounds(names: list[str], args) -> list[dict[str, dict]]:
+    """Run every round into a fresh folder that replaces ROUNDS_DIR only once all succeeded.
+
+    A failed or interrupted run removes its partial files and leaves the previous ones whole.
+    """
+    staging = ROUNDS_DIR.with_name(ROUNDS_DIR.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    rounds = []
+    try:
+        for index in range(args.rounds):
+            round_dir = staging / f"round{index + 1}"
+            round_dir.mkdir(parents=True)
+            rounds.append({name: run_once(name, round_dir, args) for name in rotated(names, index)})
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(ROUNDS_DIR, ignore_errors=True)
+    staging.rename(ROUNDS_DIR)
+    return rounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -112,7 +134,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per process")
     args = parser.parse_args()
     if args.rounds < 1:
-        parser.error(f"--rounds={args.rounds}: use at least 1")
+        parser.error(f"invalid --rounds={args.rounds}: use at least 1")
+    if args.repeats < 1:
+        parser.error(f"invalid --repeats={args.repeats}: use at least 1")
+    if min(args.batches) < 1:
+        parser.error(f"invalid --batches={args.batches}: every batch size must be at least 1")
 
     names = [name for name in IMPLEMENTATIONS if available(name)]
     skipped = [name for name in IMPLEMENTATIONS if name not in names]
@@ -121,15 +147,7 @@ def main() -> None:
     for name in skipped:
         print(f"== skip {name}: its venv is not installed (bash benchmarks/peers/install.sh)")
 
-    # Files of an earlier run, possibly with more rounds, would mix with this run's.
-    shutil.rmtree(ROUNDS_DIR, ignore_errors=True)
-    rounds = []
-    for index in range(args.rounds):
-        round_dir = ROUNDS_DIR / f"round{index + 1}"
-        round_dir.mkdir(parents=True, exist_ok=True)
-        results = {name: run_once(name, round_dir, args) for name in rotated(names, index)}
-        rounds.append(results)
-
+    rounds = run_rounds(names, args)
     rows = summarize(rounds, names, args.batches)
     columns = ["batch", *(f"{name}_tok_per_s" for name in names), "ours_share_of_limit"]
     columns += [f"vs_{peer}" for peer in names[1:]]
@@ -142,7 +160,7 @@ def main() -> None:
             print(f"batch {row['batch']}, ours / {peer} per round: {spread}")
     benchlib.write_results(
         "sampler_rounds",
-        {"settings": vars(args), "skipped": skipped, "rows": rows, "rounds_dir": str(ROUNDS_DIR)},
+        {"settings": vars(args), "skipped": skipped, "rows": rows, "rounds_dir": ROUNDS_DIR.name},
     )
 
 

@@ -170,11 +170,15 @@ def test_prefill_matches_backbone_over_fresh_cache(model, per_layer):
     np.testing.assert_allclose(step_logits, full_logits[:, 8:], atol=ATOL)
 
 
-def test_prefill_overflow_raises():
+def test_prefill_fills_every_slot_then_overflows():
     params = transformer.init_params(jax.random.key(0), TINY)
     tokens = _tokens(1, 5)
+    mask = jnp.ones_like(tokens)
+    _, cache = transformer.prefill(params, TINY, tokens, mask, 5)
+    assert int(cache["index"]) == 5
+    np.testing.assert_array_equal(cache["mask"], mask)
     with pytest.raises(ValueError, match="KV cache overflow"):
-        transformer.prefill(params, TINY, tokens, jnp.ones_like(tokens), 4)
+        transformer.prefill(params, TINY, tokens, mask, 4)
 
 
 @pytest.mark.parametrize(

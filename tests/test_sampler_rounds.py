@@ -1,5 +1,6 @@
 """The summary of benchmarks/sampler_rounds.py: medians over rounds and the ratios of medians."""
 
+import argparse
 import pathlib
 import sys
 
@@ -38,3 +39,35 @@ def test_rounds_rotate_the_order():
     assert orders[1] == ["generate", "tunix", "ours"]
     assert orders[2] == ["tunix", "ours", "generate"]
     assert orders[3] == orders[0]
+
+
+def test_failed_round_keeps_previous_files(tmp_path, monkeypatch):
+    rounds_dir = tmp_path / "sampler_rounds"
+    (rounds_dir / "round1").mkdir(parents=True)
+    (rounds_dir / "round1" / "sampler.json").write_text("previous run")
+    monkeypatch.setattr(sampler_rounds, "ROUNDS_DIR", rounds_dir)
+
+    def fail_in_round_two(name, round_dir, args):
+        if round_dir.name == "round2":
+            raise SystemExit(f"error: {name} failed in {round_dir.name}")
+        return {64: {"new_tok_per_s": 1.0}}
+
+    monkeypatch.setattr(sampler_rounds, "run_once", fail_in_round_two)
+    args = argparse.Namespace(rounds=3)
+    with pytest.raises(SystemExit, match="failed in round2"):
+        sampler_rounds.run_rounds(["ours"], args)
+    assert (rounds_dir / "round1" / "sampler.json").read_text() == "previous run"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sampler_rounds"]
+
+
+def test_finished_rounds_replace_previous_files(tmp_path, monkeypatch):
+    rounds_dir = tmp_path / "sampler_rounds"
+    (rounds_dir / "round5").mkdir(parents=True)
+    monkeypatch.setattr(sampler_rounds, "ROUNDS_DIR", rounds_dir)
+    monkeypatch.setattr(
+        sampler_rounds, "run_once", lambda name, round_dir, args: {64: {"dir": round_dir.name}}
+    )
+    rounds = sampler_rounds.run_rounds(["ours"], argparse.Namespace(rounds=2))
+    assert [r["ours"][64]["dir"] for r in rounds] == ["round1", "round2"]
+    assert sorted(path.name for path in rounds_dir.iterdir()) == ["round1", "round2"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sampler_rounds"]

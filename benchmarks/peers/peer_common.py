@@ -14,7 +14,7 @@ import time
 # BENCH_RESULTS_DIR redirects the JSON files, as `sampler_rounds.py` does for each round.
 RESULTS_DIR = pathlib.Path(
     os.environ.get("BENCH_RESULTS_DIR") or pathlib.Path(__file__).resolve().parents[1] / "results"
-)
+).resolve()
 
 # The reference shape of the benchmarks (5,245,184 parameters with the untied head).
 VOCAB, LAYERS, WIDTH, HEADS, MLP = 2048, 4, 256, 4, 1024

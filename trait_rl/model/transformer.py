@@ -449,6 +449,9 @@ def prefill(
     a fresh cache are empty. With 32 of 64 slots filled, the batch-64 sampler call of
     benchmarks/RESULTS.md ran 2-3% faster this way on a 2-core CPU (calls of both versions
     alternating in one process). `params` may be stacked or come from `unstack_layers`.
+
+    NOTE: a row without any real token reads no slot here or in `backbone`, and its outputs,
+    meaningless in both, differ between the two.
     """
     b, t = tokens_BxT.shape
     cache = init_cache(cfg, b, max_len)
