@@ -214,6 +214,23 @@ def test_shared_prefill_matches_per_row_prefill(params, prompts, greedy):
     )
 
 
+def test_unstacked_params_sample_like_stacked(params, prompts):
+    """Weights converted once by unstack_layers give the samples of the stacked weights."""
+    config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=0.8)
+    key = jax.random.key(9)
+    unstacked = transformer.unstack_layers(params)
+    assert isinstance(unstacked["layers"], tuple)
+    assert transformer.unstack_layers(unstacked) is unstacked
+    from_stacked = sampling.sample(params, CFG, config, *prompts, key)
+    from_unstacked = sampling.sample(unstacked, CFG, config, *prompts, key)
+    np.testing.assert_array_equal(
+        np.asarray(from_unstacked.tokens_BxN), np.asarray(from_stacked.tokens_BxN)
+    )
+    np.testing.assert_allclose(
+        np.asarray(from_unstacked.logps_BxN), np.asarray(from_stacked.logps_BxN), atol=ATOL
+    )
+
+
 def test_prompt_repeats_rejects_rows_that_differ(params, prompts):
     config = sampling.SamplingConfig(max_new_tokens=2)
     tokens_BxP, mask_BxP = (np.repeat(np.asarray(a), 2, axis=0) for a in prompts)

@@ -344,7 +344,9 @@ def sample(
     `prompt_repeats` = r means the rows come in groups of r identical prompts (as
     `rollout.repeat_prompts` makes them), so that the prompt is run through the model once per
     group. Compiled once per (cfg, sampling, prompt_repeats, prompt shape). With sharded params
-    and prompts it runs distributed.
+    and prompts it runs distributed. `params` may be stacked, as trained, or already passed
+    through `transformer.unstack_layers`. Each call on stacked params copies the weights into
+    that form, so a loop of calls on the same weights should convert them once.
     """
     b, p = prompt_tokens_BxP.shape
     if prompt_mask_BxP.shape != (b, p):

@@ -192,8 +192,11 @@ def unstack_layers(params: Params) -> Params:
     Each layer's q, k and v projections are fused into one (`layers.fuse_qkv`). Only the
     KV-cache forward accepts this form. A decode loop calls it once, before the loop, so that no
     step copies a layer's weights out of the stack. XLA did not hoist those copies out of the
-    loop, and at batch 1 on a 2-core CPU they took nearly half of each decode step.
+    loop, and at batch 1 on a 2-core CPU they took nearly half of each decode step. Params
+    already in this form are returned as they are.
     """
+    if isinstance(params["layers"], tuple):
+        return params
     num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
     per_layer = []
     for i in range(num_layers):
