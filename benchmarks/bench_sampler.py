@@ -6,7 +6,7 @@ Reference shape, prompts of 32 tokens and exactly 32 new tokens (no stop ids), t
 `new_tok_per_s` counts the new tokens over the whole call, prefill included. The prefill alone
 is timed with the same model calls the sampler makes before its decode loop, and the decode rate
 is the new tokens over the rest of the call. The weights are converted to the sampler's
-per-layer form once, as evaluation does before its batches (`transformer.unstack_layers`), and
+per-layer form once, as evaluation does before its batches (`sampling.prepare_params`), and
 that conversion is timed apart (`weights_prep_s`): a call on stacked weights pays it every time.
 """
 
@@ -19,18 +19,13 @@ import setups
 
 from trait_rl.model import sampling, transformer
 
-prepare_weights = jax.jit(transformer.unstack_layers)
-
 
 def make_prefill(cfg, total_len: int):
     """Jit what the sampler runs before decoding: the prompt into a fresh cache, last logits."""
 
-    def prefill(params, tokens_BxP, mask_BxP):
-        decode_params = transformer.unstack_layers(params)
-        hidden_BxPxD, cache = transformer.prefill(
-            decode_params, cfg, tokens_BxP, mask_BxP, total_len
-        )
-        return transformer.lm_logits(decode_params, cfg, hidden_BxPxD[:, -1:]), cache
+    def prefill(weights, tokens_BxP, mask_BxP):
+        hidden_BxPxD, cache = transformer.prefill(weights, cfg, tokens_BxP, mask_BxP, total_len)
+        return transformer.lm_logits(weights, cfg, hidden_BxPxD[:, -1:]), cache
 
     return jax.jit(prefill)
 
@@ -48,9 +43,9 @@ def measure_batch(cfg, params, batch: int, args, peak_gflops: float) -> dict:
 
     with benchlib.LoadMonitor() as load:
         prep_times, _ = benchlib.time_calls(
-            lambda _i: prepare_weights(params), args.warmup, args.repeats
+            lambda _i: sampling.prepare_params(params), args.warmup, args.repeats
         )
-        weights = prepare_weights(params)
+        weights = sampling.prepare_params(params)
         sample_times, first = benchlib.time_calls(run_sample, args.warmup, args.repeats)
         prefill_times, _ = benchlib.time_calls(
             lambda _i: prefill(weights, tokens, mask), args.warmup, args.repeats

@@ -32,7 +32,7 @@ from trait_rl.model.config import ModelConfig  # noqa: E402
 # TRAIT_RL_RETAIN_HOST_MEMORY=1), applied before the first JAX computation as it must be.
 HOST_MEMORY_RETAINED = host_memory.apply_env_setting()
 
-# BENCH_RESULTS_DIR redirects the JSON files, as `sampler_rounds.py` does for each round.
+# When set, BENCH_RESULTS_DIR replaces results/ as the JSON folder (sampler_rounds.py sets it).
 RESULTS_DIR = pathlib.Path(
     os.environ.get("BENCH_RESULTS_DIR") or REPO_ROOT / "benchmarks" / "results"
 ).resolve()

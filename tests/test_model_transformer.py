@@ -138,7 +138,7 @@ def test_unstacked_layers_decode_like_stacked(model):
 
 @pytest.mark.parametrize("per_layer", [False, True], ids=["stacked", "unstacked"])
 def test_prefill_matches_backbone_over_fresh_cache(model, per_layer):
-    """The prompt-only prefill fills the cache as a cached forward does, and decoding goes on."""
+    """The prompt-only prefill fills the cache as a cached forward does; decoding continues."""
     cfg, params, forward = model
     tokens = _tokens(2, 11)
     mask = jnp.ones_like(tokens).at[1, :3].set(0)

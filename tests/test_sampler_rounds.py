@@ -1,4 +1,4 @@
-"""The summary of benchmarks/sampler_rounds.py: medians over rounds and the ratios of medians."""
+"""Tests of benchmarks/sampler_rounds.py, which reports medians over rounds and their ratios."""
 
 import argparse
 import pathlib

@@ -215,10 +215,10 @@ def test_shared_prefill_matches_per_row_prefill(params, prompts, greedy):
 
 
 def test_unstacked_params_sample_like_stacked(params, prompts):
-    """Weights converted once by unstack_layers give the samples of the stacked weights."""
+    """Weights converted once by prepare_params give the samples of the stacked weights."""
     config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=0.8)
     key = jax.random.key(9)
-    unstacked = transformer.unstack_layers(params)
+    unstacked = sampling.prepare_params(params)
     assert isinstance(unstacked["layers"], tuple)
     assert transformer.unstack_layers(unstacked) is unstacked
     from_stacked = sampling.sample(params, CFG, config, *prompts, key)

@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 
-# BENCH_RESULTS_DIR redirects the JSON files, as `sampler_rounds.py` does for each round.
+# When set, BENCH_RESULTS_DIR replaces results/ as the JSON folder (sampler_rounds.py sets it).
 RESULTS_DIR = pathlib.Path(
     os.environ.get("BENCH_RESULTS_DIR") or pathlib.Path(__file__).resolve().parents[1] / "results"
 ).resolve()

@@ -16,7 +16,6 @@ from trait_rl.data import batching, io_utils
 from trait_rl.data.records import PromptRecord, to_dict
 from trait_rl.eval.results import EvalResult
 from trait_rl.model import sampling as sampling_lib
-from trait_rl.model import transformer
 from trait_rl.model.config import ModelConfig
 from trait_rl.rewards import judges
 
@@ -32,9 +31,6 @@ def prompt_length(model_cfg: ModelConfig, max_new_tokens: int) -> int:
             f"model.max_len={model_cfg.max_len}; lower eval.max_new_tokens"
         )
     return length
-
-
-_unstack_layers = jax.jit(transformer.unstack_layers)
 
 
 def decode_completions(tokenizer, tokens_BxN: np.ndarray, mask_BxN: np.ndarray) -> list[str]:
@@ -64,8 +60,8 @@ def greedy_responses(
         banned_ids=(sampling_lib.PAD_ID, tokenizer.bos_id),
     )
     length = prompt_length(model_cfg, max_new_tokens)
-    # Converted once here, the weights are not copied again by every batch's sampler call.
-    params = _unstack_layers(params)
+    # Convert the weights once, so that no batch's sampler call copies them again.
+    params = sampling_lib.prepare_params(params)
     # Greedy decoding ignores the key; one fixed key keeps the call signature uniform.
     rng = jax.random.key(0)
     responses: list[str] = []

@@ -284,7 +284,7 @@ def _sample_impl(
 ) -> SampleOutput:
     b, p = prompt_tokens_BxP.shape
     n = sampling.max_new_tokens
-    # Per-layer weights, sliced out of the stack once for the prefill and the whole loop.
+    # Per-layer weights for the prefill and the whole loop (as passed if already converted).
     decode_params = transformer.unstack_layers(params)
     logits_Bx1xV, cache = _prefill(
         decode_params, cfg, prompt_tokens_BxP, prompt_mask_BxP, p + n, prompt_repeats
@@ -328,6 +328,10 @@ def _sample_impl(
 
 _sample_jit = jax.jit(_sample_impl, static_argnames=("cfg", "sampling", "prompt_repeats"))
 
+# Converts stacked params to the per-layer, fused form that `sample` decodes with. Returns
+# params already in that form unchanged.
+prepare_params = jax.jit(transformer.unstack_layers)
+
 
 def sample(
     params: Any,
@@ -344,9 +348,9 @@ def sample(
     `prompt_repeats` = r means the rows come in groups of r identical prompts (as
     `rollout.repeat_prompts` makes them), so that the prompt is run through the model once per
     group. Compiled once per (cfg, sampling, prompt_repeats, prompt shape). With sharded params
-    and prompts it runs distributed. `params` may be stacked, as trained, or already passed
-    through `transformer.unstack_layers`. Each call on stacked params copies the weights into
-    that form, so a loop of calls on the same weights should convert them once.
+    and prompts it runs distributed. `params` may be stacked, as trained, or come from
+    `prepare_params`. Each call on stacked params copies the weights into the per-layer form,
+    so a loop of calls on the same weights should convert them once with `prepare_params`.
     """
     b, p = prompt_tokens_BxP.shape
     if prompt_mask_BxP.shape != (b, p):

@@ -298,13 +298,17 @@ def _attention_mask(
             allowed_BxTxT = allowed_BxTxT & same_BxTxT & (segment_ids_BxT[:, None, :] > 0)
         return allowed_BxTxT, None
 
-    slot_mask_BxS = jax.lax.dynamic_update_slice(
-        cache["mask"], valid_BxT, (jnp.zeros((), jnp.int32), cache["index"])
-    )
+    slot_mask_BxS = _written_slot_mask(cache, valid_BxT)
     s = slot_mask_BxS.shape[1]
     query_slots_T = cache["index"] + jnp.arange(t)
     causal_TxS = jnp.arange(s)[None, :] <= query_slots_T[:, None]
     return causal_TxS[None] & (slot_mask_BxS[:, None, :] > 0), slot_mask_BxS
+
+
+def _written_slot_mask(cache: Cache, input_mask_BxT: jax.Array) -> jax.Array:
+    """Return the cache's slot mask after T tokens are written at slots index..index+T-1."""
+    start = (jnp.zeros((), jnp.int32), cache["index"])
+    return jax.lax.dynamic_update_slice(cache["mask"], input_mask_BxT.astype(jnp.int32), start)
 
 
 def _check_cache_room(cache: Cache, t: int) -> None:
@@ -445,7 +449,7 @@ def backbone(
 def prefill(
     params: Params, cfg: ModelConfig, tokens_BxT: jax.Array, input_mask_BxT: jax.Array, max_len: int
 ) -> tuple[jax.Array, Cache]:
-    """Run prompts into a new cache of `max_len` slots and return their hidden states and it.
+    """Return the prompts' final-norm hidden states and a new `max_len`-slot cache of their keys.
 
     At real tokens the result equals `backbone` over a fresh `init_cache`, up to float
     rounding. Each prompt token attends to the T prompt slots only, because the other slots of
@@ -471,9 +475,7 @@ def prefill(
         )
         keys.append(_write_cache(cache["k"][i], k_BxGxTxK, cache["index"]))
         values.append(_write_cache(cache["v"][i], v_BxGxTxK, cache["index"]))
-    slot_mask_BxS = jax.lax.dynamic_update_slice(
-        cache["mask"], input_mask_BxT.astype(jnp.int32), (jnp.zeros((), jnp.int32), cache["index"])
-    )
+    slot_mask_BxS = _written_slot_mask(cache, input_mask_BxT)
     new_cache = _advance_cache(cache, tuple(keys), tuple(values), slot_mask_BxS, input_mask_BxT)
     return layers.normalize(params["final_norm"], cfg, x_BxTxD), new_cache
 
