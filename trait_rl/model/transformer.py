@@ -449,7 +449,9 @@ def backbone(
 def prefill(
     params: Params, cfg: ModelConfig, tokens_BxT: jax.Array, input_mask_BxT: jax.Array, max_len: int
 ) -> tuple[jax.Array, Cache]:
-    """Return the prompts' final-norm hidden states and a new `max_len`-slot cache of their keys.
+    """Return the prompts' final-norm hidden states and a new cache of their keys and values.
+
+    The cache has `max_len` slots, of which the prompts fill the first T.
 
     At real tokens the result equals `backbone` over a fresh `init_cache`, up to float
     rounding. Each prompt token attends to the T prompt slots only, because the other slots of
