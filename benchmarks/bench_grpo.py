@@ -134,14 +134,14 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["grpo", "ppo"])
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (first compiles)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps")
-    parser.add_argument("--dtype", default="float32", help="activation dtype: float32 | bfloat16")
+    benchlib.add_dtype_args(parser)
     parser.add_argument("--width", type=int, default=256, help="model width (reference: 256)")
     args = parser.parse_args()
 
     with benchlib.LoadMonitor() as peak_load:
         peaks = benchlib.measure_matmul_peak()
-    peak = peaks["bf16_f32acc_gflops" if args.dtype == "bfloat16" else "float32_gflops"]
-    cfg = benchlib.reference_config(args.width, args.dtype)
+    cfg = benchlib.reference_config(args.width, args.dtype, args.matmul_dtype)
+    peak = benchlib.limit_peak(peaks, cfg)
     shape = setups.RLShape()
     builders = {"grpo": grpo_step_fn, "ppo": ppo_step_fn}
     rows = []
@@ -152,9 +152,10 @@ def main() -> None:
         with benchlib.LoadMonitor() as load:
             records, first = run_steps(step, args)
         row = summarize_algorithm(name, records, first, flops, executed, shape, peak, load.result)
+        row["share_of_f32_limit"] = row["share_of_limit"] * peak / peaks["float32_gflops"]
         rows.append(row)
 
-    print(f"matmul peak used for the limit: {peak:.1f} GFLOP/s ({args.dtype})")
+    print(f"matmul peak used for the limit: {peak:.1f} GFLOP/s ({cfg.matmul_input_dtype.__name__})")
     columns = [
         "algorithm",
         "median_s",
@@ -166,6 +167,7 @@ def main() -> None:
         "update_s",
         "step_gflop",
         "share_of_limit",
+        "share_of_f32_limit",
         "executed_gflop",
         "executed_gflop_per_s",
         "first_step_s",
@@ -174,7 +176,7 @@ def main() -> None:
     ]
     benchlib.print_table(
         f"RL step, {shape.prompts} prompts x group {shape.group_size}, "
-        f"{shape.prompt_len} + {shape.new_tokens} tokens, {args.dtype}",
+        f"{shape.prompt_len} + {shape.new_tokens} tokens, {benchlib.dtype_label(cfg)}",
         rows,
         columns,
     )

@@ -12,7 +12,7 @@ import setups
 
 
 def measure_width(width: int, args: argparse.Namespace, peak_gflops: float) -> dict:
-    cfg = benchlib.reference_config(width, args.dtype)
+    cfg = benchlib.reference_config(width, args.dtype, args.matmul_dtype)
     step, state, make_batch = setups.make_sft(cfg, args.batch, args.seq_len)
     holder = {"state": state}
 
@@ -46,13 +46,13 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (first compiles)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps")
-    parser.add_argument("--dtype", default="float32", help="activation dtype: float32 | bfloat16")
+    benchlib.add_dtype_args(parser)
     args = parser.parse_args()
 
     with benchlib.LoadMonitor() as peak_load:
         peaks = benchlib.measure_matmul_peak()
-    peak_name = "bf16_f32acc_gflops" if args.dtype == "bfloat16" else "float32_gflops"
-    peak = peaks[peak_name]
+    cfg = benchlib.reference_config(256, args.dtype, args.matmul_dtype)
+    peak = benchlib.limit_peak(peaks, cfg)
     rows = [measure_width(width, args, peak) for width in args.widths]
 
     print(
@@ -74,7 +74,9 @@ def main() -> None:
         "others_cpu_share",
     ]
     benchlib.print_table(
-        f"SFT step MFU, batch {args.batch} x {args.seq_len} tokens, {args.dtype}", rows, columns
+        f"SFT step MFU, batch {args.batch} x {args.seq_len} tokens, {benchlib.dtype_label(cfg)}",
+        rows,
+        columns,
     )
     benchlib.write_results(
         "mfu",

@@ -30,7 +30,7 @@ def make_prefill(cfg, total_len: int):
     return jax.jit(prefill)
 
 
-def measure_batch(cfg, params, batch: int, args, peak_gflops: float) -> dict:
+def measure_batch(cfg, params, batch: int, args, peaks: dict) -> dict:
     shape = setups.RLShape(prompts=batch, group_size=1, new_tokens=args.new_tokens)
     rng = np.random.default_rng(batch)
     tokens, mask = setups.prompt_batch(shape, cfg.vocab_size, rng)
@@ -43,9 +43,9 @@ def measure_batch(cfg, params, batch: int, args, peak_gflops: float) -> dict:
 
     with benchlib.LoadMonitor() as load:
         prep_times, _ = benchlib.time_calls(
-            lambda _i: sampling.prepare_params(params), args.warmup, args.repeats
+            lambda _i: sampling.prepare_params(params, cfg), args.warmup, args.repeats
         )
-        weights = sampling.prepare_params(params)
+        weights = sampling.prepare_params(params, cfg)
         sample_times, first = benchlib.time_calls(run_sample, args.warmup, args.repeats)
         prefill_times, _ = benchlib.time_calls(
             lambda _i: prefill(weights, tokens, mask), args.warmup, args.repeats
@@ -54,7 +54,8 @@ def measure_batch(cfg, params, batch: int, args, peak_gflops: float) -> dict:
     prefill_s = benchlib.summarize(prefill_times)["median_s"]
     new_tokens = batch * shape.new_tokens
     flops = benchlib.sampling_flops(cfg, batch, shape.prompt_len, shape.new_tokens)
-    limit_s = flops / (peak_gflops * 1e9)
+    limit_s = flops / (benchlib.limit_peak(peaks, cfg) * 1e9)
+    float32_limit_s = flops / (peaks["float32_gflops"] * 1e9)
     return {
         "batch": batch,
         **total,
@@ -67,6 +68,7 @@ def measure_batch(cfg, params, batch: int, args, peak_gflops: float) -> dict:
         "gflop": flops / 1e9,
         "limit_s": limit_s,
         "share_of_limit": limit_s / total["median_s"],
+        "share_of_f32_limit": float32_limit_s / total["median_s"],
         **load.result,
     }
 
@@ -77,17 +79,17 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=benchlib.NEW_TOKENS)
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls (first compiles)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls")
-    parser.add_argument("--dtype", default="float32", help="activation dtype: float32 | bfloat16")
+    benchlib.add_dtype_args(parser)
     args = parser.parse_args()
 
     with benchlib.LoadMonitor() as peak_load:
         peaks = benchlib.measure_matmul_peak()
-    peak = peaks["bf16_f32acc_gflops" if args.dtype == "bfloat16" else "float32_gflops"]
-    cfg = benchlib.reference_config(256, args.dtype)
+    cfg = benchlib.reference_config(256, args.dtype, args.matmul_dtype)
+    peak = benchlib.limit_peak(peaks, cfg)
     params = transformer.init_params(jax.random.key(0), cfg)
-    rows = [measure_batch(cfg, params, batch, args, peak) for batch in args.batches]
+    rows = [measure_batch(cfg, params, batch, args, peaks) for batch in args.batches]
 
-    print(f"matmul peak used for the limit: {peak:.1f} GFLOP/s ({args.dtype})")
+    print(f"matmul peak used for the limit: {peak:.1f} GFLOP/s ({cfg.matmul_input_dtype.__name__})")
     columns = [
         "batch",
         "median_s",
@@ -97,6 +99,7 @@ def main() -> None:
         "prefill_tok_per_s",
         "decode_tok_per_s",
         "share_of_limit",
+        "share_of_f32_limit",
         "first_call_s",
         "load_avg_1m",
         "others_cpu_share",

@@ -6,6 +6,7 @@ backward pass costs twice the forward, so a train step is 3x the forward. The em
 a gather, so its table is not a matmul parameter; the untied LM head is.
 """
 
+import argparse
 import dataclasses
 import json
 import os
@@ -42,7 +43,9 @@ PROMPT_LEN = 32
 NEW_TOKENS = 32
 
 
-def reference_config(embed_dim: int = 256, dtype: str = "float32") -> ModelConfig:
+def reference_config(
+    embed_dim: int = 256, dtype: str = "float32", matmul_dtype: str = ""
+) -> ModelConfig:
     """Return the Llama-style reference shape: 4 layers, 4 heads, MLP 4 x width, vocab 2048.
 
     At width 256 it has 5,245,184 parameters with an untied LM head.
@@ -58,7 +61,33 @@ def reference_config(embed_dim: int = 256, dtype: str = "float32") -> ModelConfi
         max_len=max(256, PROMPT_LEN + NEW_TOKENS),
         tie_embeddings=False,
         dtype=dtype,
+        matmul_dtype=matmul_dtype,
     )
+
+
+def add_dtype_args(parser: argparse.ArgumentParser) -> None:
+    """Add --dtype and --matmul-dtype, the `model.dtype` and `model.matmul_dtype` settings."""
+    parser.add_argument("--dtype", default="float32", help="activation dtype: float32 | bfloat16")
+    parser.add_argument(
+        "--matmul-dtype",
+        default="",
+        help="dtype of the projections' inputs, accumulated in the activation dtype "
+        "(model.matmul_dtype): bfloat16, or '' for --dtype",
+    )
+
+
+def dtype_label(cfg: ModelConfig) -> str:
+    """Return "float32", "bfloat16", or "float32, bfloat16 matmuls" for table titles."""
+    label = cfg.dtype
+    if cfg.matmul_dtype and cfg.matmul_dtype != cfg.dtype:
+        label += f", {cfg.matmul_dtype} matmuls"
+    return label
+
+
+def limit_peak(peaks: dict, cfg: ModelConfig) -> float:
+    """Return the measured matmul peak for the dtype of the config's projection inputs."""
+    bf16 = cfg.matmul_input_dtype == jnp.bfloat16
+    return peaks["bf16_f32acc_gflops" if bf16 else "float32_gflops"]
 
 
 # ----------------------------------------------------------------------------- FLOP counts

@@ -1,6 +1,7 @@
 """Sampler against its peers over several rounds, one process per implementation and round.
 
   .venv/bin/python benchmarks/sampler_rounds.py [--rounds 3] [--batches 1 64] [--repeats 10]
+      [--matmul-dtype bfloat16]
 
 On a shared 2-core virtual machine, processes of the same code run at different speeds, for
 ours and the peers alike: five processes of our batch-1 sampler gave 891-1,563 new tokens/s on
@@ -66,6 +67,8 @@ def run_once(name: str, round_dir: pathlib.Path, args) -> dict:
         "--repeats",
         str(args.repeats),
     ]
+    if name == "ours" and args.matmul_dtype:
+        command += ["--matmul-dtype", args.matmul_dtype]
     env = {**os.environ, "BENCH_RESULTS_DIR": str(round_dir)}
     print(f"== {round_dir.name}: {name} (load: {os.getloadavg()[0]:.2f})", flush=True)
     done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
@@ -132,6 +135,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per process")
+    parser.add_argument(
+        "--matmul-dtype", default="", help="our model.matmul_dtype (bench_sampler.py's option)"
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"invalid --rounds={args.rounds}: use at least 1")

@@ -292,6 +292,7 @@ def test_one_billion_config_shapes_only():
         ({"num_layers": 0}, "model.num_layers", "0"),
         ({"head_dim": 7, "num_heads": 4}, "model.head_dim", "7"),
         ({"remat": "some"}, "model.remat", "'some'"),
+        ({"matmul_dtype": "fp8"}, "model.matmul_dtype", "'fp8'"),
     ],
 )
 def test_bad_config_names_field_and_value(changes, field, value):

@@ -218,7 +218,7 @@ def test_unstacked_params_sample_like_stacked(params, prompts):
     """Weights converted once by prepare_params give the samples of the stacked weights."""
     config = sampling.SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=0.8)
     key = jax.random.key(9)
-    unstacked = sampling.prepare_params(params)
+    unstacked = sampling.prepare_params(params, CFG)
     assert isinstance(unstacked["layers"], tuple)
     assert transformer.unstack_layers(unstacked) is unstacked
     from_stacked = sampling.sample(params, CFG, config, *prompts, key)

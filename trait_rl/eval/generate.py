@@ -61,7 +61,7 @@ def greedy_responses(
     )
     length = prompt_length(model_cfg, max_new_tokens)
     # Convert the weights once, so that no batch's sampler call copies them again.
-    params = sampling_lib.prepare_params(params)
+    params = sampling_lib.prepare_params(params, model_cfg)
     # Greedy decoding ignores the key; one fixed key keeps the call signature uniform.
     rng = jax.random.key(0)
     responses: list[str] = []

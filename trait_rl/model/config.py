@@ -27,6 +27,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     param_dtype: str = "float32"
     dtype: str = "float32"
+    matmul_dtype: str = ""
     rope_theta: float = 10_000.0
     norm_eps: float = 1e-6
     position_embedding: str = "rope"
@@ -60,6 +61,7 @@ class ModelConfig:
             )
         _check_choice("param_dtype", self.param_dtype, tuple(DTYPES))
         _check_choice("dtype", self.dtype, tuple(DTYPES))
+        _check_choice("matmul_dtype", self.matmul_dtype, ("", *DTYPES))
         _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("mlp_activation", self.mlp_activation, MLP_ACTIVATIONS)
@@ -94,8 +96,18 @@ class ModelConfig:
 
     @property
     def activation_dtype(self) -> Any:
-        """Dtype of activations and matmul inputs."""
+        """Dtype of activations, and of matmul inputs unless `matmul_dtype` is set."""
         return DTYPES[self.dtype]
+
+    @property
+    def matmul_input_dtype(self) -> Any:
+        """Dtype that weights and activations are cast to for a projection; `dtype` unless set.
+
+        With `matmul_dtype` "bfloat16" over float32 activations, each projection multiplies
+        bfloat16 inputs and accumulates in float32, while norms, softmax, the residual stream and
+        the KV cache stay float32.
+        """
+        return DTYPES[self.matmul_dtype or self.dtype]
 
     @property
     def weight_dtype(self) -> Any:
@@ -164,4 +176,5 @@ def _check_positive(cfg: ModelConfig, names: tuple[str, ...]) -> None:
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"invalid model.{name}={value!r}: expected one of {', '.join(choices)}")
+        listed = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"invalid model.{name}={value!r}: expected one of {listed}")

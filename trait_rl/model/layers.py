@@ -39,15 +39,26 @@ def dense(projection: Params, cfg: ModelConfig, x: jax.Array, in_axes: int) -> j
     backward (70-90 ms per MLP and layer at the reference shape of benchmarks/RESULTS.md). The
     2-D form halved the MLP's gradient time.
     """
-    kernel = projection["kernel"].astype(cfg.activation_dtype)
+    kernel = projection["kernel"]
     in_shape, out_shape = kernel.shape[:in_axes], kernel.shape[in_axes:]
     lead_shape = x.shape[: x.ndim - in_axes]
     x_MxI = x.reshape(math.prod(lead_shape), math.prod(in_shape))
-    y_MxO = x_MxI @ kernel.reshape(math.prod(in_shape), math.prod(out_shape))
+    y_MxO = matmul(cfg, x_MxI, kernel.reshape(math.prod(in_shape), math.prod(out_shape)))
     y = y_MxO.reshape(*lead_shape, *out_shape)
     if "bias" in projection:
         y = y + projection["bias"].astype(cfg.activation_dtype)
     return y
+
+
+def matmul(cfg: ModelConfig, x_MxI: jax.Array, kernel_IxO: jax.Array) -> jax.Array:
+    """Return x @ kernel in the activation dtype, both inputs cast to `cfg.matmul_input_dtype`.
+
+    The products accumulate in the activation dtype, which is float32 by default.
+    """
+    dtype = cfg.matmul_input_dtype
+    return jnp.matmul(
+        x_MxI.astype(dtype), kernel_IxO.astype(dtype), preferred_element_type=cfg.activation_dtype
+    )
 
 
 class Rotary(NamedTuple):

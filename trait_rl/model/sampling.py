@@ -284,8 +284,8 @@ def _sample_impl(
 ) -> SampleOutput:
     b, p = prompt_tokens_BxP.shape
     n = sampling.max_new_tokens
-    # Per-layer weights for the prefill and the whole loop (as passed if already converted).
-    decode_params = transformer.unstack_layers(params)
+    # Per-layer weights in the matmul dtype for the prefill and the whole loop.
+    decode_params = transformer.decode_weights(params, cfg)
     logits_Bx1xV, cache = _prefill(
         decode_params, cfg, prompt_tokens_BxP, prompt_mask_BxP, p + n, prompt_repeats
     )
@@ -328,9 +328,9 @@ def _sample_impl(
 
 _sample_jit = jax.jit(_sample_impl, static_argnames=("cfg", "sampling", "prompt_repeats"))
 
-# Converts stacked params to the per-layer, fused form that `sample` decodes with. Returns
-# params already in that form unchanged.
-prepare_params = jax.jit(transformer.unstack_layers)
+# prepare_params(params, cfg) converts stacked params to the per-layer, fused form, with kernels
+# in the matmul dtype, that `sample` decodes with. Params already in that form keep their values.
+prepare_params = jax.jit(transformer.decode_weights, static_argnames=("cfg",))
 
 
 def sample(
@@ -350,7 +350,8 @@ def sample(
     group. Compiled once per (cfg, sampling, prompt_repeats, prompt shape). With sharded params
     and prompts it runs distributed. `params` may be stacked, as trained, or come from
     `prepare_params`. Each call on stacked params copies the weights into the per-layer form,
-    so a loop of calls on the same weights should convert them once with `prepare_params`.
+    so a loop of calls on the same weights should convert them once with `prepare_params`
+    (given the same `cfg`).
     """
     b, p = prompt_tokens_BxP.shape
     if prompt_mask_BxP.shape != (b, p):

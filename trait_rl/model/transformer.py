@@ -205,6 +205,22 @@ def unstack_layers(params: Params) -> Params:
     return {**params, "layers": tuple(per_layer)}
 
 
+def decode_weights(params: Params, cfg: ModelConfig) -> Params:
+    """Return `params` as the sampler decodes with them: per layer, kernels in the matmul dtype.
+
+    The layers are unstacked by `unstack_layers`, and every projection kernel, the LM head's
+    included, is cast to `cfg.matmul_input_dtype` here, once, instead of in every decode step.
+    Params already in this form are returned with the same values.
+    """
+    dtype = cfg.matmul_input_dtype
+
+    def cast(path, leaf):
+        is_kernel = getattr(path[-1], "key", None) == "kernel"
+        return leaf.astype(dtype) if is_kernel else leaf
+
+    return jax.tree_util.tree_map_with_path(cast, unstack_layers(params))
+
+
 def _layer_params(params: Params, index: int) -> Params:
     """Return the weights of layer `index`, from a stack or from `unstack_layers` output."""
     if isinstance(params["layers"], tuple):
@@ -500,13 +516,14 @@ def _advance_cache(
 
 
 def lm_logits(params: Params, cfg: ModelConfig, hidden_BxTxD: jax.Array) -> jax.Array:
-    """Project hidden states onto the vocabulary, accumulating in float32."""
+    """Return float32 logits over the vocabulary, from inputs cast to `cfg.matmul_input_dtype`."""
+    hidden_BxTxD = hidden_BxTxD.astype(cfg.matmul_input_dtype)
     if cfg.tie_embeddings:
-        table_VxD = params["embed"]["embedding"].astype(cfg.activation_dtype)
+        table_VxD = params["embed"]["embedding"].astype(cfg.matmul_input_dtype)
         return jnp.einsum(
             "btd,vd->btv", hidden_BxTxD, table_VxD, preferred_element_type=jnp.float32
         )
-    kernel_DxV = params["lm_head"]["kernel"].astype(cfg.activation_dtype)
+    kernel_DxV = params["lm_head"]["kernel"].astype(cfg.matmul_input_dtype)
     return jnp.einsum("btd,dv->btv", hidden_BxTxD, kernel_DxV, preferred_element_type=jnp.float32)
 
 
