@@ -11,7 +11,9 @@ import benchlib
 import setups
 
 
-def measure_width(width: int, args: argparse.Namespace, peak_gflops: float) -> dict:
+def measure_width(
+    width: int, args: argparse.Namespace, peak_gflops: float, f32_peak: float
+) -> dict:
     cfg = benchlib.reference_config(width, args.dtype, args.matmul_dtype)
     step, state, make_batch = setups.make_sft(cfg, args.batch, args.seq_len)
     holder = {"state": state}
@@ -35,6 +37,7 @@ def measure_width(width: int, args: argparse.Namespace, peak_gflops: float) -> d
         "achieved_gflops": achieved,
         "mfu": achieved / peak_gflops,
         "mfu_best": flops / summary["min_s"] / 1e9 / peak_gflops,
+        "mfu_of_f32_peak": achieved / f32_peak,
         **load.result,
     }
 
@@ -53,7 +56,8 @@ def main() -> None:
         peaks = benchlib.measure_matmul_peak()
     cfg = benchlib.reference_config(256, args.dtype, args.matmul_dtype)
     peak = benchlib.limit_peak(peaks, cfg)
-    rows = [measure_width(width, args, peak) for width in args.widths]
+    f32_peak = peaks["float32_gflops"]
+    rows = [measure_width(width, args, peak, f32_peak) for width in args.widths]
 
     print(
         f"matmul peak: float32 {peaks['float32_gflops']:.1f} GFLOP/s, bf16 inputs with f32 "
@@ -70,6 +74,7 @@ def main() -> None:
         "achieved_gflops",
         "mfu",
         "mfu_best",
+        "mfu_of_f32_peak",
         "load_avg_1m",
         "others_cpu_share",
     ]

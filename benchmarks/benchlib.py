@@ -67,12 +67,15 @@ def reference_config(
 
 def add_dtype_args(parser: argparse.ArgumentParser) -> None:
     """Add --dtype and --matmul-dtype, the `model.dtype` and `model.matmul_dtype` settings."""
-    parser.add_argument("--dtype", default="float32", help="activation dtype: float32 | bfloat16")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="activation dtype"
+    )
     parser.add_argument(
         "--matmul-dtype",
         default="",
+        choices=["", "float32", "bfloat16"],
         help="dtype of the projections' inputs, accumulated in the activation dtype "
-        "(model.matmul_dtype): bfloat16, or '' for --dtype",
+        "(model.matmul_dtype); '' follows --dtype",
     )
 
 

@@ -96,9 +96,10 @@ def summarize(rounds: list[dict[str, dict]], names: list[str], batches: list[int
             rates = [r[name][batch]["new_tok_per_s"] for r in rounds]
             row[f"{name}_tok_per_s"] = statistics.median(rates)
             row[f"{name}_range"] = [min(rates), max(rates)]
-        shares = [r["ours"][batch]["share_of_limit"] for r in rounds]
-        row["ours_share_of_limit"] = statistics.median(shares)
-        row["ours_share_range"] = [min(shares), max(shares)]
+        for share in ("share_of_limit", "share_of_f32_limit"):
+            shares = [r["ours"][batch][share] for r in rounds]
+            row[f"ours_{share}"] = statistics.median(shares)
+            row[f"ours_{share}_range"] = [min(shares), max(shares)]
         for peer in names[1:]:
             row[f"vs_{peer}"] = row["ours_tok_per_s"] / row[f"{peer}_tok_per_s"]
             per_round = [
@@ -155,7 +156,8 @@ def main() -> None:
 
     rounds = run_rounds(names, args)
     rows = summarize(rounds, names, args.batches)
-    columns = ["batch", *(f"{name}_tok_per_s" for name in names), "ours_share_of_limit"]
+    columns = ["batch", *(f"{name}_tok_per_s" for name in names)]
+    columns += ["ours_share_of_limit", "ours_share_of_f32_limit"]
     columns += [f"vs_{peer}" for peer in names[1:]]
     benchlib.print_table(
         f"sampler, median of {args.rounds} rounds (new tokens/s, prefill included)", rows, columns

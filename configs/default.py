@@ -22,7 +22,8 @@ def _model() -> ml_collections.ConfigDict:
     model.tie_embeddings = True  # Share the input embedding with the LM head.
     model.param_dtype = "float32"  # Storage dtype of the weights.
     model.dtype = "float32"  # Activation dtype, and matmul dtype unless set below; logits: float32.
-    # Dtype of the projections' inputs, accumulated in model.dtype ("" = model.dtype).
+    # Dtype of the projections' inputs, accumulated in model.dtype ("" = model.dtype, or a
+    # phase's train.dtype). A set value applies to every phase, train.dtype included.
     # "bfloat16" over float32 activations keeps norms, softmax and the KV cache in float32. It
     # sampled 1.86x as fast at batch 64 on a CPU with AMX, but the sampled logps then differ from
     # recomputed ones by about 2e-3 per token (benchmarks/RESULTS.md).

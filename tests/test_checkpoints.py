@@ -344,6 +344,30 @@ def test_phase_config_allows_compute_dtype(tmp_path):
     assert saved["model"]["dtype"] == "bfloat16"
 
 
+def test_phase_config_allows_matmul_dtype(tmp_path):
+    trained = default.get_config("tiny")
+    _finished_phase_files(tmp_path / "sft", trained)
+    changed = default.get_config("tiny")
+    changed.model.matmul_dtype = "bfloat16"
+
+    checkpoints.save_phase_files(tmp_path / "reward", changed)
+
+    saved = json.loads((tmp_path / "reward" / "config.json").read_text())
+    assert saved["model"]["matmul_dtype"] == "bfloat16"
+
+
+def test_phase_config_before_matmul_dtype_loads(tmp_path):
+    """A phase saved before `model.matmul_dtype` existed continues with the current config."""
+    trained = default.get_config("tiny")
+    del trained.model["matmul_dtype"]
+    _finished_phase_files(tmp_path / "sft", trained)
+
+    checkpoints.save_phase_files(tmp_path / "reward", default.get_config("tiny"))
+
+    saved = json.loads((tmp_path / "reward" / "config.json").read_text())
+    assert saved["model"]["matmul_dtype"] == ""
+
+
 def test_phase_config_without_checkpoint_is_replaced(tmp_path):
     trained = default.get_config("tiny")
     trained.model.embed_dim = 64

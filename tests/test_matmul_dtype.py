@@ -1,14 +1,18 @@
 """`model.matmul_dtype`: bfloat16 projection inputs over float32 activations."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
+from trait_rl.convert import hf_checkpoint
 from trait_rl.model import layers, logps, sampling, transformer
 from trait_rl.model.config import ModelConfig
+from trait_rl.training import phase
 
 F32 = ModelConfig(
     vocab_size=61,
@@ -61,6 +65,20 @@ def test_projection_accumulates_in_float32(params):
     np.testing.assert_allclose(np.asarray(y_MxF), expected, rtol=1e-5, atol=1e-5)
     unrounded = np.asarray(x_MxD) @ np.asarray(kernel_DxF)
     assert np.max(np.abs(np.asarray(y_MxF) - unrounded)) > 1e-3
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_lm_head_accumulates_in_float32(tied):
+    cfg = dataclasses.replace(MIXED, tie_embeddings=tied)
+    head_params = transformer.init_params(jax.random.key(5), cfg)
+    hidden_BxTxD = jax.random.normal(jax.random.key(6), (2, 3, cfg.embed_dim))
+    logits_BxTxV = transformer.lm_logits(head_params, cfg, hidden_BxTxD)
+    assert logits_BxTxV.dtype == jnp.float32
+    head = head_params["embed"]["embedding"].T if tied else head_params["lm_head"]["kernel"]
+    expected = np.asarray(_rounded(hidden_BxTxD)) @ np.asarray(_rounded(head))
+    np.testing.assert_allclose(np.asarray(logits_BxTxV), expected, rtol=1e-5, atol=1e-5)
+    unrounded = np.asarray(hidden_BxTxD) @ np.asarray(head)
+    assert np.max(np.abs(np.asarray(logits_BxTxV) - unrounded)) > 1e-3
 
 
 def test_float32_matmul_dtype_is_default(params):
@@ -123,6 +141,27 @@ def test_prepared_kernels_sample_like_stacked(params):
     np.testing.assert_allclose(
         np.asarray(from_prepared.logps_BxN), np.asarray(from_stacked.logps_BxN), atol=1e-5
     )
+
+
+def test_sample_rejects_weights_prepared_for_other_dtype(params):
+    tokens, mask = _batch()
+    config = sampling.SamplingConfig(max_new_tokens=2)
+    weights = sampling.prepare_params(params, MIXED)
+    with pytest.raises(ValueError, match="prepared with bfloat16 kernels.*multiplies in float32"):
+        sampling.sample(weights, F32, config, tokens, mask, jax.random.key(0))
+
+
+def test_init_from_keeps_configured_matmul_dtype(tmp_path):
+    """A converted checkpoint's model config takes matmul_dtype from the run's config."""
+    converted = {**dataclasses.asdict(F32), "remat": "full"}
+    (tmp_path / hf_checkpoint.MODEL_CONFIG_FILE).write_text(json.dumps({"model_config": converted}))
+    config = default.get_config("tiny")
+    config.model.init_from = str(tmp_path)
+    config.model.matmul_dtype = "bfloat16"
+    model_cfg = phase.model_config(config, tokenizer=None)
+    assert model_cfg.matmul_dtype == "bfloat16"
+    assert model_cfg.remat == config.model.remat
+    assert model_cfg.embed_dim == F32.embed_dim
 
 
 def test_mixed_sampled_logps_match_recomputed(params):

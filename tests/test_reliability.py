@@ -312,6 +312,7 @@ def test_save_refuses_non_finite_state(tmp_path):
         # 16 devices requested, 8 present: the message shows every axis size.
         ("mesh.data", 16, "mesh={'data': 16, 'fsdp': 1, 'tensor': 1}"),
         ("rl.lagrangian_trait", "kindness", "rl.lagrangian_trait='kindness'"),
+        ("model.matmul_dtype", "fp8", "model.matmul_dtype='fp8'"),
         pytest.param("sft.learning_rate", math.nan, "sft.learning_rate=nan"),
         # Sampling divides the logits by the temperature.
         pytest.param("rl.temperature", 0.0, "rl.temperature=0.0"),

@@ -12,8 +12,9 @@ import sampler_rounds  # noqa: E402
 
 
 def _round(ours: float, generate: float, share: float) -> dict:
+    row = {"new_tok_per_s": ours, "share_of_limit": share, "share_of_f32_limit": 2 * share}
     return {
-        "ours": {64: {"new_tok_per_s": ours, "share_of_limit": share}},
+        "ours": {64: row},
         "generate": {64: {"new_tok_per_s": generate}},
     }
 
@@ -26,7 +27,9 @@ def test_summary_takes_medians_then_ratios():
     assert row["generate_tok_per_s"] == 3000
     assert row["ours_range"] == [5000, 7000]
     assert row["ours_share_of_limit"] == 0.50
-    assert row["ours_share_range"] == [0.42, 0.58]
+    assert row["ours_share_of_limit_range"] == [0.42, 0.58]
+    assert row["ours_share_of_f32_limit"] == 1.0
+    assert row["ours_share_of_f32_limit_range"] == [0.84, 1.16]
     # The ratio of the medians, not the median of the per-round ratios (2.0, 3.5, 1.25).
     assert row["vs_generate"] == 2.0
     assert row["vs_generate_per_round"] == pytest.approx([2.0, 3.5, 1.25])

@@ -117,6 +117,7 @@ def validate_model(config) -> None:
         )
     _one_of(config, "model.param_dtype", ("float32", "bfloat16", "float16"))
     _one_of(config, "model.dtype", ("float32", "bfloat16", "float16"))
+    _one_of(config, "model.matmul_dtype", ("", "float32", "bfloat16", "float16"))
     _one_of(config, "model.position_embedding", ("rope", "learned"))
     _one_of(config, "model.norm", ("rmsnorm", "layernorm"))
     _one_of(config, "model.mlp_activation", ("swiglu", "geglu", "gelu"))

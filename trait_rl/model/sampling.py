@@ -350,8 +350,8 @@ def sample(
     group. Compiled once per (cfg, sampling, prompt_repeats, prompt shape). With sharded params
     and prompts it runs distributed. `params` may be stacked, as trained, or come from
     `prepare_params`. Each call on stacked params copies the weights into the per-layer form,
-    so a loop of calls on the same weights should convert them once with `prepare_params`
-    (given the same `cfg`).
+    so a loop of calls on the same weights should convert them once with `prepare_params`, given
+    the same `cfg`: kernels prepared for another matmul dtype raise ValueError.
     """
     b, p = prompt_tokens_BxP.shape
     if prompt_mask_BxP.shape != (b, p):
@@ -359,6 +359,7 @@ def sample(
             f"prompt_mask shape {prompt_mask_BxP.shape} does not match prompt_tokens shape {(b, p)}"
         )
     prompt_repeats = _check_prompt_repeats(prompt_tokens_BxP, prompt_mask_BxP, prompt_repeats)
+    _check_prepared_dtype(params, cfg)
     if cfg.position_embedding == "learned" and p + sampling.max_new_tokens > cfg.max_len:
         raise ValueError(
             f"prompt length {p} + sampling.max_new_tokens={sampling.max_new_tokens} exceeds "
@@ -367,6 +368,19 @@ def sample(
     return _sample_jit(
         params, cfg, sampling, prompt_tokens_BxP, prompt_mask_BxP, rng, prompt_repeats
     )
+
+
+def _check_prepared_dtype(params: Any, cfg: ModelConfig) -> None:
+    """Raise when `prepare_params` cast the kernels for another `matmul_dtype` than cfg's."""
+    if not isinstance(params["layers"], tuple):
+        return
+    prepared = params["layers"][0]["attn"]["qkv"]["kernel"].dtype
+    if prepared != cfg.matmul_input_dtype:
+        raise ValueError(
+            f"params were prepared with {prepared} kernels, but the model config multiplies in "
+            f"{jnp.dtype(cfg.matmul_input_dtype)}; call prepare_params(params, cfg) with the cfg "
+            "that sample gets"
+        )
 
 
 def _check_prompt_repeats(prompt_tokens_BxP, prompt_mask_BxP, prompt_repeats) -> int:

@@ -43,7 +43,7 @@ RESTORE_ERRORS = (KeyError, ValueError, OSError)
 
 
 # Model fields that leave the parameters unchanged, so a later phase may set them differently.
-COMPUTE_ONLY_MODEL_FIELDS = ("dtype", "remat")
+COMPUTE_ONLY_MODEL_FIELDS = ("dtype", "matmul_dtype", "remat")
 
 
 class CorruptCheckpointError(RuntimeError):

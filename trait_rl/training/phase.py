@@ -64,7 +64,9 @@ def model_config(config: ml_collections.ConfigDict, tokenizer) -> ModelConfig:
         from trait_rl.convert import hf_checkpoint
 
         converted = hf_checkpoint.load_model_config(config.model.init_from)
-        return dataclasses.replace(converted, remat=config.model.remat)
+        return dataclasses.replace(
+            converted, remat=config.model.remat, matmul_dtype=config.model.matmul_dtype
+        )
     return ModelConfig.from_config(config.model, tokenizer.vocab_size)
 
 
