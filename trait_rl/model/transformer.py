@@ -210,9 +210,9 @@ def decode_weights(params: Params, cfg: ModelConfig) -> Params:
 
     The layers are unstacked by `unstack_layers`, and every projection kernel, the untied LM
     head's included, is cast to `cfg.matmul_input_dtype` here, once, instead of in every decode
-    step. A tied head stays the float32 embedding table, which `lm_logits` casts in each sampler
-    call (XLA moved that cast out of the decode loop on CPU, jax 0.10.2). Params already in this
-    form are returned with the same values.
+    step. A tied head stays the embedding table in its param dtype, which `lm_logits` casts in
+    each sampler call (XLA moved that cast out of the decode loop on CPU, jax 0.10.2). Params
+    already in this form are returned with the same values.
     """
     dtype = cfg.matmul_input_dtype
 
