@@ -137,7 +137,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per process")
     parser.add_argument(
-        "--matmul-dtype", default="", help="our model.matmul_dtype (bench_sampler.py's option)"
+        "--matmul-dtype",
+        default="",
+        help="model.matmul_dtype of our sampler, passed to bench_sampler.py",
     )
     args = parser.parse_args()
     if args.rounds < 1:

@@ -21,7 +21,7 @@ def _model() -> ml_collections.ConfigDict:
     model.max_len = 160  # Maximum sequence length (prompt + completion) in tokens.
     model.tie_embeddings = True  # Share the input embedding with the LM head.
     model.param_dtype = "float32"  # Storage dtype of the weights.
-    model.dtype = "float32"  # Activation dtype, and matmul dtype unless set below; logits: float32.
+    model.dtype = "float32"  # Activation and default matmul dtype. Logits stay float32.
     # Dtype of the projections' inputs, accumulated in model.dtype ("" = model.dtype, or a
     # phase's train.dtype). A set value applies to every phase, train.dtype included.
     # "bfloat16" over float32 activations keeps norms, softmax and the KV cache in float32. It

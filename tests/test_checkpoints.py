@@ -332,28 +332,17 @@ def test_phase_config_checks_source_phase(tmp_path, phase):
     assert not (tmp_path / phase / "config.json").exists()
 
 
-def test_phase_config_allows_compute_dtype(tmp_path):
+@pytest.mark.parametrize("field", ["dtype", "matmul_dtype"])
+def test_phase_config_allows_compute_dtype(tmp_path, field):
     trained = default.get_config("tiny")
     _finished_phase_files(tmp_path / "sft", trained)
     changed = default.get_config("tiny")
-    changed.model.dtype = "bfloat16"
+    changed.model[field] = "bfloat16"
 
     checkpoints.save_phase_files(tmp_path / "reward", changed)
 
     saved = json.loads((tmp_path / "reward" / "config.json").read_text())
-    assert saved["model"]["dtype"] == "bfloat16"
-
-
-def test_phase_config_allows_matmul_dtype(tmp_path):
-    trained = default.get_config("tiny")
-    _finished_phase_files(tmp_path / "sft", trained)
-    changed = default.get_config("tiny")
-    changed.model.matmul_dtype = "bfloat16"
-
-    checkpoints.save_phase_files(tmp_path / "reward", changed)
-
-    saved = json.loads((tmp_path / "reward" / "config.json").read_text())
-    assert saved["model"]["matmul_dtype"] == "bfloat16"
+    assert saved["model"][field] == "bfloat16"
 
 
 def test_phase_config_before_matmul_dtype_loads(tmp_path):

@@ -143,7 +143,7 @@ def test_prepared_kernels_sample_like_stacked(params):
     )
 
 
-def test_sample_rejects_weights_prepared_for_other_dtype(params):
+def test_sample_rejects_other_prepared_dtype(params):
     tokens, mask = _batch()
     config = sampling.SamplingConfig(max_new_tokens=2)
     weights = sampling.prepare_params(params, MIXED)
@@ -151,7 +151,7 @@ def test_sample_rejects_weights_prepared_for_other_dtype(params):
         sampling.sample(weights, F32, config, tokens, mask, jax.random.key(0))
 
 
-def test_init_from_keeps_configured_matmul_dtype(tmp_path):
+def test_init_from_keeps_matmul_dtype(tmp_path):
     """A converted checkpoint's model config takes matmul_dtype from the run's config."""
     converted = {**dataclasses.asdict(F32), "remat": "full"}
     (tmp_path / hf_checkpoint.MODEL_CONFIG_FILE).write_text(json.dumps({"model_config": converted}))
@@ -165,10 +165,10 @@ def test_init_from_keeps_configured_matmul_dtype(tmp_path):
 
 
 def test_mixed_sampled_logps_match_recomputed(params):
-    """The behaviour logps GRPO keeps agree with the learner's recomputed ones.
+    """The behaviour logps GRPO keeps agree with the learner's recomputed ones, up to rounding.
 
-    Not exactly: the sampler's and the learner's float32 activations differ by rounding, which
-    can flip a bfloat16 rounding of a matmul input. At the benchmarks' reference shape the
+    The sampler's and the learner's float32 activations differ by rounding, which can flip a
+    bfloat16 rounding of a matmul input. At the benchmarks' reference shape the
     differences were 2e-3 on average and 2e-2 at most (1e-6 and 5e-6 in float32).
     """
     tokens, mask = _batch()

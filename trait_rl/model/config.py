@@ -102,7 +102,7 @@ class ModelConfig:
 
     @property
     def matmul_input_dtype(self) -> Any:
-        """Dtype that weights and activations are cast to for a projection; `dtype` unless set.
+        """Dtype that weights and activations are cast to for a projection, `dtype` by default.
 
         With `matmul_dtype` "bfloat16" over float32 activations, each projection multiplies
         bfloat16 inputs and accumulates in float32, while norms, softmax, the residual stream and

@@ -351,7 +351,7 @@ def sample(
     and prompts it runs distributed. `params` may be stacked, as trained, or come from
     `prepare_params`. Each call on stacked params copies the weights into the per-layer form,
     so a loop of calls on the same weights should convert them once with `prepare_params`, given
-    the same `cfg`: kernels prepared for another matmul dtype raise ValueError.
+    the same `cfg`. Kernels prepared for another matmul dtype raise ValueError.
     """
     b, p = prompt_tokens_BxP.shape
     if prompt_mask_BxP.shape != (b, p):
@@ -378,7 +378,7 @@ def _check_prepared_dtype(params: Any, cfg: ModelConfig) -> None:
     if prepared != cfg.matmul_input_dtype:
         raise ValueError(
             f"params were prepared with {prepared} kernels, but the model config multiplies in "
-            f"{jnp.dtype(cfg.matmul_input_dtype)}; call prepare_params(params, cfg) with the cfg "
+            f"{jnp.dtype(cfg.matmul_input_dtype)}. Call prepare_params(params, cfg) with the cfg "
             "that sample gets"
         )
 
