@@ -75,8 +75,8 @@ def run_steps(step_fn, args) -> tuple[list[dict[str, float]], float]:
     return records, first
 
 
-def grpo_step_fn(cfg, shape, seed: int = 0):
-    params, sample, reference = setups.make_rollout_parts(cfg, shape, seed)
+def grpo_step_fn(cfg, shape, rollout_matmul_dtype: str = "", seed: int = 0):
+    params, sample, reference = setups.make_rollout_parts(cfg, shape, seed, rollout_matmul_dtype)
     update, state, _ = setups.make_grpo_update(cfg, shape, params)
     holder = {"state": state}
     rng = np.random.default_rng(seed)
@@ -92,8 +92,8 @@ def grpo_step_fn(cfg, shape, seed: int = 0):
     return step, grpo_flops(cfg, shape), shared_prompt_grpo_flops(cfg, shape)
 
 
-def ppo_step_fn(cfg, shape, seed: int = 0):
-    params, sample, reference = setups.make_rollout_parts(cfg, shape, seed)
+def ppo_step_fn(cfg, shape, rollout_matmul_dtype: str = "", seed: int = 0):
+    params, sample, reference = setups.make_rollout_parts(cfg, shape, seed, rollout_matmul_dtype)
     values_and_gae, update, state, ppo_config = setups.make_ppo_update(cfg, shape, params)
     holder = {"state": state}
     rng = np.random.default_rng(seed)
@@ -136,6 +136,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed steps")
     benchlib.add_dtype_args(parser)
     parser.add_argument("--width", type=int, default=256, help="model width (reference: 256)")
+    parser.add_argument(
+        "--rollout-matmul-dtype",
+        default="",
+        choices=["", "float32", "bfloat16"],
+        help="matmul input dtype of the sampler only (rl.rollout_matmul_dtype); '' = the model's",
+    )
     args = parser.parse_args()
 
     with benchlib.LoadMonitor() as peak_load:
@@ -148,7 +154,7 @@ def main() -> None:
     for name in args.algorithms:
         if name not in builders:
             parser.error(f"invalid --algorithms value {name!r}; expected grpo or ppo")
-        step, flops, executed = builders[name](cfg, shape)
+        step, flops, executed = builders[name](cfg, shape, args.rollout_matmul_dtype)
         with benchlib.LoadMonitor() as load:
             records, first = run_steps(step, args)
         row = summarize_algorithm(name, records, first, flops, executed, shape, peak, load.result)
@@ -174,9 +180,14 @@ def main() -> None:
         "load_avg_1m",
         "others_cpu_share",
     ]
-    benchlib.print_table(
+    title = (
         f"RL step, {shape.prompts} prompts x group {shape.group_size}, "
-        f"{shape.prompt_len} + {shape.new_tokens} tokens, {benchlib.dtype_label(cfg)}",
+        f"{shape.prompt_len} + {shape.new_tokens} tokens, {benchlib.dtype_label(cfg)}"
+    )
+    if args.rollout_matmul_dtype:
+        title += f", rollouts with {args.rollout_matmul_dtype} matmuls"
+    benchlib.print_table(
+        title,
         rows,
         columns,
     )

@@ -110,16 +110,23 @@ def synthetic_reward_B(tokens_BxN: jax.Array) -> jax.Array:
     return jnp.mean((tokens_BxN % 2 == 0).astype(jnp.float32), axis=1)
 
 
-def make_rollout_parts(cfg: ModelConfig, shape: RLShape, seed: int = 0):
-    """Return (policy params, sample fn, reference fn); the reference is a frozen copy."""
+def make_rollout_parts(
+    cfg: ModelConfig, shape: RLShape, seed: int = 0, rollout_matmul_dtype: str = ""
+):
+    """Return (policy params, sample fn, reference fn); the reference is a frozen copy.
+
+    The sampler multiplies in `rollout_matmul_dtype` ("" = the model's), as
+    `rl.rollout_matmul_dtype` makes the RL loop do.
+    """
     params = transformer.init_params(jax.random.key(seed), cfg)
     ref_params = jax.tree_util.tree_map(jnp.copy, params)
     sampling_cfg = sampling_config(shape)
+    rollout_cfg = rollout.rollout_model_config(cfg, rollout_matmul_dtype)
 
     def sample(policy_params, prompt_tokens, prompt_mask, key):
         return sampling.sample(
             policy_params,
-            cfg,
+            rollout_cfg,
             sampling_cfg,
             prompt_tokens,
             prompt_mask,

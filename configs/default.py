@@ -25,8 +25,8 @@ def _model() -> ml_collections.ConfigDict:
     # Dtype of the projections' inputs, accumulated in model.dtype ("" = model.dtype, or a
     # phase's train.dtype). A set value applies to every phase, train.dtype included.
     # "bfloat16" over float32 activations keeps norms, softmax and the KV cache in float32. It
-    # sampled 1.86x as fast at batch 64 on a CPU with AMX, but the sampled logps then differ from
-    # recomputed ones by about 2e-3 per token (benchmarks/RESULTS.md).
+    # sampled 1.5-1.9x as fast at batch 64 on 2-core CPUs with bfloat16 units, but the sampled
+    # logps then differ from recomputed ones by about 2e-3 per token (benchmarks/RESULTS.md).
     model.matmul_dtype = ""
     model.rope_theta = 10_000.0  # Rotary embedding base.
     model.norm_eps = 1e-6  # Epsilon of the normalisation layers.
@@ -110,6 +110,10 @@ def _rl() -> ml_collections.ConfigDict:
     rl.temperature = 1.0  # Sampling temperature during rollouts.
     rl.top_k = 0  # 0 = no top-k filtering.
     rl.top_p = 1.0  # 1.0 = no nucleus filtering.
+    # Matmul input dtype of the rollout sampler alone ("" = model.matmul_dtype). With "bfloat16",
+    # rollouts sample faster on CPUs with bfloat16 units, and the reference and the update keep
+    # the model's dtype. The importance ratio then starts from the bfloat16 sampler's logps.
+    rl.rollout_matmul_dtype = ""
     rl.learning_rate = 1e-4  # Peak learning rate of the policy.
     rl.warmup_steps = 5  # Linear warmup steps.
     rl.grad_clip_norm = 1.0  # Global gradient-norm clip.

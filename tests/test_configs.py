@@ -94,6 +94,7 @@ def test_unknown_variant_raises(filename):
         ("mesh.fsdp", 0, "mesh.fsdp=0"),
         ("sft.learning_rate", -1.0, "sft.learning_rate=-1.0"),
         ("rl.algorithm", "dpo", "rl.algorithm='dpo'"),
+        ("rl.rollout_matmul_dtype", "int8", "rl.rollout_matmul_dtype='int8'"),
     ],
 )
 @pytest.mark.parametrize("filename", ["gpu.py", "tpu_pod.py"])

@@ -12,7 +12,7 @@ from configs import default
 from trait_rl.convert import hf_checkpoint
 from trait_rl.model import layers, logps, sampling, transformer
 from trait_rl.model.config import ModelConfig
-from trait_rl.training import phase
+from trait_rl.training import phase, rollout
 
 F32 = ModelConfig(
     vocab_size=61,
@@ -180,3 +180,27 @@ def test_mixed_sampled_logps_match_recomputed(params):
     recomputed = np.asarray(recomputed[:, tokens.shape[1] :])
     difference = np.abs(np.asarray(output.logps_BxN) - recomputed)
     assert difference.max() < 1e-2
+
+
+def test_rollout_dtype_changes_the_sampler_only(params):
+    """With rl.rollout_matmul_dtype, the sampled logps are the bfloat16 policy's.
+
+    The float32 learner's recomputed logps then differ from them by rounding, which shows in
+    the importance ratio, while a bfloat16 recompute reproduces them.
+    """
+    assert rollout.rollout_model_config(F32, "") is F32
+    rollout_cfg = rollout.rollout_model_config(F32, "bfloat16")
+    assert rollout_cfg == MIXED
+    tokens, mask = _batch()
+    config = sampling.SamplingConfig(max_new_tokens=8, temperature=0.9)
+    output = sampling.sample(params, rollout_cfg, config, tokens, mask, jax.random.key(4))
+    full_tokens = jnp.concatenate([tokens, output.tokens_BxN], axis=1)
+    full_mask = jnp.concatenate([mask, output.completion_mask_BxN], axis=1)
+
+    def difference(cfg):
+        recomputed = logps.per_token_logps(params, cfg, full_tokens, full_mask, 0.9)
+        return np.abs(np.asarray(output.logps_BxN) - np.asarray(recomputed[:, tokens.shape[1] :]))
+
+    assert difference(MIXED).max() < 1e-2
+    learner = difference(F32)
+    assert 1e-4 < learner.max() < MIXED_TOL

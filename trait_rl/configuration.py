@@ -13,6 +13,8 @@ from trait_rl import TRAITS
 from trait_rl.data.tokenizer import MIN_VOCAB_SIZE
 
 ALGORITHMS = ("grpo", "ppo")
+# Choices of model.matmul_dtype and rl.rollout_matmul_dtype; "" keeps the dtype each defaults to.
+MATMUL_DTYPES = ("", "float32", "bfloat16", "float16")
 KL_ESTIMATORS = ("k1", "k3")
 KL_MODES = ("loss", "reward")
 REWARD_SOURCES = ("model", "oracle")
@@ -117,7 +119,7 @@ def validate_model(config) -> None:
         )
     _one_of(config, "model.param_dtype", ("float32", "bfloat16", "float16"))
     _one_of(config, "model.dtype", ("float32", "bfloat16", "float16"))
-    _one_of(config, "model.matmul_dtype", ("", "float32", "bfloat16", "float16"))
+    _one_of(config, "model.matmul_dtype", MATMUL_DTYPES)
     _one_of(config, "model.position_embedding", ("rope", "learned"))
     _one_of(config, "model.norm", ("rmsnorm", "layernorm"))
     _one_of(config, "model.mlp_activation", ("swiglu", "geglu", "gelu"))
@@ -220,6 +222,7 @@ def validate_rl(config, data_parallel: int | None) -> None:
     _positive(config, "rl.top_p")
     for field in ("top_p", "trait_mix", "gamma", "gae_lambda"):
         _fraction(config, f"rl.{field}")
+    _one_of(config, "rl.rollout_matmul_dtype", MATMUL_DTYPES)
     _one_of(config, "rl.kl_estimator", KL_ESTIMATORS)
     _one_of(config, "rl.kl_mode", KL_MODES)
     _one_of(config, "rl.reward_source", REWARD_SOURCES)

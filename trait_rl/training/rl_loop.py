@@ -291,6 +291,7 @@ def train_rl(
             model_cfg, optimizer, setup.loss_config, prompt_repeats=rl.group_size
         )
     model_scores_fn = _model_trait_scores_fn(model_cfg)
+    rollout_cfg = rollout.rollout_model_config(model_cfg, rl.rollout_matmul_dtype)
     trait_prompts, task_prompts = split_prompts(prompts)
     prompt_len = prompt_length(tokenizer, prompts, model_cfg.max_len - rl.max_new_tokens)
     writer.write_hparams({"rl": rl.to_dict(), "arm": config.arm, "seed": config.seed})
@@ -312,7 +313,7 @@ def train_rl(
             sample_key = jax.random.fold_in(jax.random.key(config.seed), step)
             sample = sampling.sample(
                 policy_params_now,
-                model_cfg,
+                rollout_cfg,
                 setup.sampling_config,
                 jnp.asarray(prompt_tokens),
                 jnp.asarray(prompt_mask),

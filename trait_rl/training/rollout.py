@@ -47,6 +47,19 @@ def repeat_prompts(
     )
 
 
+def rollout_model_config(model_cfg: ModelConfig, matmul_dtype: str) -> ModelConfig:
+    """Return the model config that samples rollouts: `model_cfg` with its matmul dtype replaced.
+
+    "" keeps `model_cfg`. With "bfloat16" over a float32 policy, the sampler multiplies in
+    bfloat16 while the reference and the update stay in the model's dtype. The sampled logps
+    are then the behaviour policy's, so GRPO's and PPO's importance ratio weights each token by
+    how the learner's recomputed probability differs from the sampler's.
+    """
+    if not matmul_dtype:
+        return model_cfg
+    return dataclasses.replace(model_cfg, matmul_dtype=matmul_dtype)
+
+
 def _sequence(prompt_tokens_BxP, prompt_mask_BxP, completion_tokens_BxN, completion_mask_BxN):
     tokens_BxT = jnp.concatenate([prompt_tokens_BxP, completion_tokens_BxN], axis=1)
     mask_BxT = jnp.concatenate(
