@@ -112,7 +112,8 @@ def _rl() -> ml_collections.ConfigDict:
     rl.top_p = 1.0  # 1.0 = no nucleus filtering.
     # Matmul input dtype of the rollout sampler alone ("" = model.matmul_dtype). With "bfloat16",
     # rollouts sample faster on CPUs with bfloat16 units, and the reference and the update keep
-    # the model's dtype. The importance ratio then starts from the bfloat16 sampler's logps.
+    # the model's dtype. The importance ratio, and the KL penalty of kl_mode "reward", then
+    # start from the bfloat16 sampler's logps.
     rl.rollout_matmul_dtype = ""
     rl.learning_rate = 1e-4  # Peak learning rate of the policy.
     rl.warmup_steps = 5  # Linear warmup steps.
@@ -184,7 +185,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.reward = _train(steps=150, batch_size=32, learning_rate=1e-3)
     config.reward.seq_len = 112  # Preference sequences are prompt + one short response.
     # bfloat16 matmuls over float32 weights: about 1.45x faster steps on a 2-core CPU with the
-    # same SFT loss curve. RL stays float32, where sampled and recomputed log-probs must agree.
+    # same SFT loss curve. RL stays float32, so that sampled and recomputed log-probs agree
+    # (rl.rollout_matmul_dtype trades that for faster rollouts).
     for section in (config.sft, config.conventional, config.reward):
         section.dtype = "bfloat16"
     config.rl = _rl()

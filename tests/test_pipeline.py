@@ -2,12 +2,14 @@
 
 import json
 import pathlib
+import types
 
 from conftest import SHARED_DATA
 from conftest import load_default_config as load_config
 
 from trait_rl import pipeline
 from trait_rl.data.records import PromptRecord
+from trait_rl.training import rl_loop
 
 
 def micro_config():
@@ -90,16 +92,57 @@ def test_pipeline_micro_run_writes_report(tmp_path):
         assert "truthfulqa_mc1" in metrics["public_mc"]["trait_rl"]
 
 
-def test_pipeline_rerun_restores_finished_phases(tmp_path):
+def _record_rl_matmul_dtypes(monkeypatch) -> dict[str, set[str]]:
+    """Record the model.matmul_dtype that the RL loop's sampler, reference and update get.
+
+    The real functions still run; only the RL loop's references to them are wrapped.
+    """
+    seen = {"sample": set(), "reference": set(), "update": set()}
+
+    def recording(name, fn):
+        def wrapper(params, cfg, *args, **kwargs):
+            seen[name].add(cfg.matmul_dtype)
+            return fn(params, cfg, *args, **kwargs)
+
+        return wrapper
+
+    sampling, rollout, grpo = rl_loop.sampling, rl_loop.rollout, rl_loop.grpo
+
+    def recording_step(cfg, *args, **kwargs):
+        seen["update"].add(cfg.matmul_dtype)
+        return grpo.make_grpo_step(cfg, *args, **kwargs)
+
+    sample = recording("sample", sampling.sample)
+    reference = recording("reference", rollout.reference_logps_BxN)
+    monkeypatch.setattr(
+        rl_loop, "sampling", types.SimpleNamespace(**{**vars(sampling), "sample": sample})
+    )
+    monkeypatch.setattr(
+        rl_loop,
+        "rollout",
+        types.SimpleNamespace(**{**vars(rollout), "reference_logps_BxN": reference}),
+    )
+    monkeypatch.setattr(
+        rl_loop, "grpo", types.SimpleNamespace(**{**vars(grpo), "make_grpo_step": recording_step})
+    )
+    return seen
+
+
+def test_pipeline_rerun_restores_finished_phases(tmp_path, monkeypatch):
     config = micro_config()
     # The first run also samples its rollouts with bfloat16 matmuls for the float32 learner.
     config.rl.rollout_matmul_dtype = "bfloat16"
+    seen = _record_rl_matmul_dtypes(monkeypatch)
     pipeline.run_pipeline(config, tmp_path)
     first = json.loads((tmp_path / "metrics.json").read_text())
+
+    assert seen == {"sample": {"bfloat16"}, "reference": {""}, "update": {""}}
     rl_log = (tmp_path / "rl_trait_rl" / "logs" / "metrics.jsonl").read_text().splitlines()
     ratio_devs = [json.loads(line).get("rl/ratio_max_abs_dev") for line in rl_log]
+    ratio_devs = [dev for dev in ratio_devs if dev is not None]
     # In float32 the sampled and the recomputed logps agree to about 1e-6.
-    assert max(dev for dev in ratio_devs if dev is not None) > 1e-4
+    assert len(ratio_devs) == config.rl.steps
+    assert min(ratio_devs) > 1e-4
 
     pipeline.run_pipeline(config, tmp_path)
     second = json.loads((tmp_path / "metrics.json").read_text())

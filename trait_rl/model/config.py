@@ -88,8 +88,9 @@ class ModelConfig:
         """Return this config computing in `dtype`; "" keeps the current activation dtype.
 
         Training phases use this to run their matmuls in bfloat16 over float32 weights, while
-        RL keeps float32 so that sampled and recomputed log-probs match. A set `matmul_dtype`
-        still decides the projections' input dtype.
+        RL keeps the model's dtype so that sampled and recomputed log-probs match, unless
+        `rl.rollout_matmul_dtype` sets the sampler's. A set `matmul_dtype` still decides the
+        projections' input dtype.
         """
         if not dtype:
             return self
