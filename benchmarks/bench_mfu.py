@@ -44,7 +44,7 @@ def config_model(spec: str) -> tuple[ModelConfig, int, int]:
 def measure_model(
     label: str, cfg: ModelConfig, batch: int, seq_len: int, args, peaks: dict
 ) -> dict:
-    """Time the SFT step of `cfg` on random B x T batches; return its row of the table."""
+    """Time the SFT step of `cfg` on random B x T batches and return its row of the table."""
     step, state, make_batch = setups.make_sft(cfg, batch, seq_len)
     holder = {"state": state}
 

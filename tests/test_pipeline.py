@@ -95,7 +95,7 @@ def test_pipeline_micro_run_writes_report(tmp_path):
 def _record_rl_matmul_dtypes(monkeypatch) -> dict[str, set[str]]:
     """Record the model.matmul_dtype that the RL loop's sampler, reference and update get.
 
-    The real functions still run; only the RL loop's references to them are wrapped.
+    The real functions still run. Only the RL loop's references to them are wrapped.
     """
     seen = {"sample": set(), "reference": set(), "update": set()}
 
