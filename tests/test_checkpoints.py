@@ -1,6 +1,7 @@
 """Phase checkpoints: save on 8 devices, restore on 1 and 4, FINAL marker, missing-phase error."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -355,6 +356,58 @@ def test_phase_config_before_matmul_dtype_loads(tmp_path):
 
     saved = json.loads((tmp_path / "reward" / "config.json").read_text())
     assert saved["model"]["matmul_dtype"] == ""
+
+
+def test_finished_phase_keeps_its_config(tmp_path, caplog):
+    """A finished phase is restored, not rerun, so its config.json keeps what it ran with."""
+    trained = default.get_config("tiny")
+    _finished_phase_files(tmp_path / "rl_trait_rl", trained)
+    changed = default.get_config("tiny")
+    changed.rl.rollout_matmul_dtype = "bfloat16"
+
+    with caplog.at_level(logging.WARNING):
+        checkpoints.save_phase_files(tmp_path / "rl_trait_rl", changed)
+
+    saved = json.loads((tmp_path / "rl_trait_rl" / "config.json").read_text())
+    assert saved["rl"]["rollout_matmul_dtype"] == ""
+    assert "keeps the values it ran with" in caplog.text
+    assert "rl.rollout_matmul_dtype: '' -> 'bfloat16'" in caplog.text
+
+
+def test_resumed_phase_records_changed_config(tmp_path, caplog):
+    trained = default.get_config("tiny")
+    checkpoints.save_phase_files(tmp_path / "rl_trait_rl", trained)
+    (tmp_path / "rl_trait_rl" / checkpoints.CHECKPOINT_DIR / "2").mkdir(parents=True)
+    changed = default.get_config("tiny")
+    changed.rl.rollout_matmul_dtype = "bfloat16"
+    changed.rl.steps = trained.rl.steps + 2
+
+    with caplog.at_level(logging.WARNING):
+        checkpoints.save_phase_files(tmp_path / "rl_trait_rl", changed)
+
+    saved = json.loads((tmp_path / "rl_trait_rl" / "config.json").read_text())
+    assert saved["rl"]["rollout_matmul_dtype"] == "bfloat16"
+    assert "resuming" in caplog.text
+    assert "rl.rollout_matmul_dtype: '' -> 'bfloat16'; " in caplog.text
+    assert f"rl.steps: {trained.rl.steps} -> {trained.rl.steps + 2}" in caplog.text
+
+
+def test_unchanged_rerun_logs_nothing(tmp_path, caplog):
+    _finished_phase_files(tmp_path / "sft", default.get_config("tiny"))
+
+    with caplog.at_level(logging.WARNING):
+        checkpoints.save_phase_files(tmp_path / "sft", default.get_config("tiny"))
+
+    assert caplog.text == ""
+
+
+def test_config_differences_names_nested_fields():
+    saved = {"rl": {"steps": 4, "trait_weights": {"honesty": 1.0}}, "seed": 0}
+    current = {"rl": {"steps": 6, "trait_weights": {"honesty": 1.0}}, "seed": 0, "new": True}
+    assert checkpoints.config_differences(saved, current) == [
+        "new: None -> True",
+        "rl.steps: 4 -> 6",
+    ]
 
 
 def test_phase_config_without_checkpoint_is_replaced(tmp_path):

@@ -3,7 +3,7 @@
 Layout of one phase directory:
   WORKDIR/<phase>/checkpoints/<step>/{params,train}   Orbax CheckpointManager steps
   WORKDIR/<phase>/FINAL                               {"step": N}, written after the last save
-  WORKDIR/<phase>/config.json                         the resolved config of the run
+  WORKDIR/<phase>/config.json                         the resolved config it trained with
   WORKDIR/<phase>/<tokenizer file>                    a copy of the tokenizer the phase used
 
 Parameters and the rest of the train state (step, optimizer state, RNG) are separate items, so
@@ -430,20 +430,76 @@ def save_phase_files(
 
     `directory` is WORKDIR/<phase>. check_phase_config runs first, so a config that cannot
     restore this phase's or its source phases' checkpoints fails before the saved config.json is
-    overwritten. Writes the resolved config (JSON) and a copy of the tokenizer file.
+    overwritten. Writes the resolved config (JSON), unless the phase has finished (see
+    `_record_config`), and a copy of the tokenizer file.
     """
     directory = pathlib.Path(directory)
     config_json = json.loads(config.to_json_best_effort())
     check_phase_config(directory, config_json)
     directory.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        _write_json_atomically(directory / CONFIG_FILE, config_json)
+        _record_config(directory, config_json)
         if tokenizer_path is not None:
             source = pathlib.Path(tokenizer_path)
             if not source.is_file():
                 raise FileNotFoundError(f"tokenizer file not found: {source}")
             io_utils.write_bytes_atomic(directory / source.name, source.read_bytes())
     return directory
+
+
+def _record_config(directory: pathlib.Path, config_json: dict[str, Any]) -> None:
+    """Write config.json, except for a finished phase, whose file keeps the values it ran with.
+
+    A finished phase is restored, not rerun, so a changed setting never reaches it. A phase
+    resumed from a checkpoint runs its remaining steps with the new values, which config.json
+    then records. Both cases log the fields that changed.
+    """
+    config_path = directory / CONFIG_FILE
+    saved = _saved_config(directory)
+    changes = config_differences(saved, config_json) if saved is not None else []
+    if saved is not None and (directory / FINAL_FILE).is_file():
+        if changes:
+            logging.warning(
+                "%s has finished and is restored, not rerun, so its config.json keeps the "
+                "values it ran with. This run's config differs in: %s",
+                directory,
+                "; ".join(changes),
+            )
+        return
+    if changes:
+        logging.warning(
+            "resuming %s with a changed config, which applies from the resumed step on and "
+            "which config.json now records: %s",
+            directory,
+            "; ".join(changes),
+        )
+    _write_json_atomically(config_path, config_json)
+
+
+def _saved_config(directory: pathlib.Path) -> dict[str, Any] | None:
+    """Return the parsed config.json of a phase that has a checkpoint, else None."""
+    config_path = directory / CONFIG_FILE
+    if not _has_checkpoint(directory) or not config_path.is_file():
+        return None
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], prefix: str = ""
+) -> list[str]:
+    """Return "field: saved -> current" for each leaf whose value differs, with dotted names."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes.extend(config_differences(old, new, f"{name}."))
+        elif old != new:
+            changes.append(f"{name}: {old!r} -> {new!r}")
+    return changes
 
 
 def source_phases(phase: str) -> list[str]:
