@@ -32,9 +32,12 @@ def config_model(spec: str) -> tuple[ModelConfig, int, int]:
     try:
         config = config_files.load_config(path, variant or None)
     except FileNotFoundError as error:
-        raise SystemExit(f"--config {spec}: config file not found ({error})") from None
+        raise SystemExit(
+            f"invalid --config {spec}: config file not found ({error}). Pass FILE[:VARIANT] of "
+            "an existing config, such as configs/gpu.py:350m"
+        ) from None
     except ValueError as error:
-        raise SystemExit(f"--config {spec}: {error}") from None
+        raise SystemExit(f"invalid --config {spec}: {error}") from None
     vocab_size = config.model.vocab_size or config.data.vocab_size
     cfg = ModelConfig.from_config(config.model, vocab_size)
     cfg = cfg.with_activation_dtype(config.sft.get("dtype", ""))

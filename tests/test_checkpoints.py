@@ -392,6 +392,17 @@ def test_resumed_phase_records_changed_config(tmp_path, caplog):
     assert f"rl.steps: {trained.rl.steps} -> {trained.rl.steps + 2}" in caplog.text
 
 
+@pytest.mark.parametrize("text", ["not json", "[]", '{"model": 3}'])
+def test_invalid_saved_config_names_file(tmp_path, text):
+    _finished_phase_files(tmp_path / "sft", default.get_config("tiny"))
+    (tmp_path / "sft" / "config.json").write_text(text)
+
+    with pytest.raises(ValueError, match=r"invalid .*config\.json: expected the JSON config"):
+        checkpoints.save_phase_files(tmp_path / "sft", default.get_config("tiny"))
+
+    assert (tmp_path / "sft" / "config.json").read_text() == text
+
+
 def test_unchanged_rerun_logs_nothing(tmp_path, caplog):
     _finished_phase_files(tmp_path / "sft", default.get_config("tiny"))
 

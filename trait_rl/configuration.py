@@ -13,7 +13,7 @@ from trait_rl import TRAITS
 from trait_rl.data.tokenizer import MIN_VOCAB_SIZE
 
 ALGORITHMS = ("grpo", "ppo")
-# Choices of model.matmul_dtype and rl.rollout_matmul_dtype; "" keeps the dtype each defaults to.
+# Choices of model.matmul_dtype and rl.rollout_matmul_dtype. "" keeps the dtype each defaults to.
 MATMUL_DTYPES = ("", "float32", "bfloat16", "float16")
 KL_ESTIMATORS = ("k1", "k3")
 KL_MODES = ("loss", "reward")

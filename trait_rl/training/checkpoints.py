@@ -477,14 +477,23 @@ def _record_config(directory: pathlib.Path, config_json: dict[str, Any]) -> None
 
 
 def _saved_config(directory: pathlib.Path) -> dict[str, Any] | None:
-    """Return the parsed config.json of a phase that has a checkpoint, else None."""
+    """Return the parsed config.json of a phase that has a checkpoint, else None.
+
+    Raises ValueError when the file is not a JSON config with a model section.
+    """
     config_path = directory / CONFIG_FILE
     if not _has_checkpoint(directory) or not config_path.is_file():
         return None
     try:
-        return json.loads(config_path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        if not isinstance(saved["model"], dict):
+            raise TypeError(f"model section is a {type(saved['model']).__name__}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"invalid {config_path}: expected the JSON config a training phase writes, with a "
+            f"model section ({type(error).__name__}: {error}). Rerun that phase in a new --workdir"
+        ) from error
+    return saved
 
 
 def config_differences(
@@ -525,16 +534,10 @@ def _has_checkpoint(directory: pathlib.Path) -> bool:
 
 
 def _check_saved_model(directory: pathlib.Path, config_json: dict[str, Any]) -> None:
-    config_path = directory / CONFIG_FILE
-    if not _has_checkpoint(directory) or not config_path.is_file():
+    saved = _saved_config(directory)
+    if saved is None:
         return
-    try:
-        saved_model = json.loads(config_path.read_text(encoding="utf-8"))["model"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"invalid {config_path}: expected the JSON config a training phase writes, with a "
-            f"model section ({type(error).__name__}: {error}). Rerun that phase in a new --workdir"
-        ) from error
+    saved_model = saved["model"]
     model = config_json.get("model", {})
     fields = model_differences(saved_model, model)
     if fields:
